@@ -1,0 +1,219 @@
+/*
+ * hsm.h - the PKCS#11 layer of p11ticket.
+ *
+ * Everything that talks to the token lives behind this header: module
+ * loading, token selection by RFC 7512 URI, PIN sources, lazy
+ * initialisation with retries, a session pool, the handle cache keyed by the
+ * 16-byte key name, fork re-initialisation and key provisioning.
+ *
+ * Internals return CK_RV.  A p11t_err carries a one-line, secret-free
+ * message that names the configuration key at fault; callers convert it to
+ * their own error convention exactly once (provider: ERR_raise; tool:
+ * stderr).
+ */
+#ifndef P11T_HSM_H
+#define P11T_HSM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <p11-kit/pkcs11.h>
+
+#define P11T_NAME_LEN 16
+#define P11T_HMAC_LEN 32
+#define P11T_IV_LEN 16
+
+/* Vendor-defined CK_RV values for failures that are not PKCS#11 errors. */
+#define P11T_CKR_CONFIG (CKR_VENDOR_DEFINED | 0x7031u)      /* bad config value */
+#define P11T_CKR_NO_TOKEN (CKR_VENDOR_DEFINED | 0x7032u)    /* URI matches no token */
+#define P11T_CKR_UNKNOWN_KEY (CKR_VENDOR_DEFINED | 0x7033u) /* no such key name */
+#define P11T_CKR_NO_ACTIVE_KEY (CKR_VENDOR_DEFINED | 0x7034u)
+#define P11T_CKR_BACKOFF (CKR_VENDOR_DEFINED | 0x7035u)     /* init failed recently */
+
+typedef struct p11t_err {
+    CK_RV rv;
+    char msg[320];
+} p11t_err;
+
+/* Record an error (printf-style); keeps the first error if already set. */
+void p11t_err_set(p11t_err *err, CK_RV rv, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void p11t_err_clear(p11t_err *err);
+/* Short symbolic name of a CK_RV, e.g. "CKR_PIN_INCORRECT". */
+const char *p11t_rv_name(CK_RV rv);
+
+/* ---- configuration (the openssl.cnf provider section) ------------------ */
+
+typedef struct p11t_config p11t_config;
+
+p11t_config *p11t_config_new(void);
+void p11t_config_free(p11t_config *cfg);
+/*
+ * Set one key from the provider section.  Unknown keys that belong to
+ * OpenSSL itself (module, activate, identity, ...) are ignored; unknown keys
+ * that look like ours are an error.  Values are validated syntactically
+ * here (URI, pin-source form, numbers); nothing is opened or loaded.
+ * Returns CKR_OK or P11T_CKR_CONFIG with err naming the key.
+ */
+CK_RV p11t_config_set(p11t_config *cfg, const char *key, const char *value,
+                      p11t_err *err);
+/* Checks that the required keys are present. */
+CK_RV p11t_config_check(const p11t_config *cfg, p11t_err *err);
+/* Configured refresh interval in seconds (key "refresh-interval"). */
+unsigned p11t_config_refresh_interval(const p11t_config *cfg);
+
+/*
+ * Read a PIN from a pin-source value ("file:/path", "env:VAR").  The file
+ * must be a regular file that neither group nor others can read.  A trailing
+ * newline is stripped.  On success *pin is a NUL-terminated secure-heap
+ * buffer; release it with p11t_pin_free() (cleansed).  The PIN never appears
+ * in err.
+ */
+CK_RV p11t_pin_read(const char *source, char **pin, size_t *pin_len,
+                    p11t_err *err);
+void p11t_pin_free(char *pin, size_t pin_len);
+
+/* ---- key metadata stored in CKA_LABEL ----------------------------------- */
+
+/*
+ * A key generation is an AES object and an HMAC (CKK_GENERIC_SECRET) object
+ * sharing one 16-byte CKA_ID.  Lifecycle times live in CKA_LABEL, because
+ * SoftHSM cannot read CKA_START_DATE/CKA_END_DATE back on private keys:
+ *   "p11ticket/1 aes ef=<unix> eu=<unix|-> du=<unix|->"
+ *   "p11ticket/1 hmac ef=... eu=... du=..."
+ * ef: encrypt-from, eu: encrypt-until, du: decrypt-until; "-" = never.
+ */
+#define P11T_TIME_NEVER INT64_MAX
+
+typedef enum { P11T_ROLE_AES = 1, P11T_ROLE_HMAC = 2 } p11t_role;
+
+typedef struct p11t_times {
+    int64_t encrypt_from;
+    int64_t encrypt_until; /* P11T_TIME_NEVER if open-ended */
+    int64_t decrypt_until; /* P11T_TIME_NEVER if open-ended */
+} p11t_times;
+
+/* Parse a label; returns 1 and fills role/times, or 0 if it is not ours or
+ * is malformed (never reads past len). */
+int p11t_label_parse(const char *label, size_t len, p11t_role *role,
+                     p11t_times *times);
+/* Format a label; returns the length written (excluding NUL) or -1. */
+int p11t_label_format(char *buf, size_t buflen, p11t_role role,
+                      const p11t_times *times);
+
+/* ---- lifecycle (pure; takes its clock as a parameter) ------------------- */
+
+typedef enum {
+    P11T_STATE_PENDING = 1,      /* decrypt, never encrypt (yet) */
+    P11T_STATE_ACTIVE = 2,       /* may encrypt */
+    P11T_STATE_DECRYPT_ONLY = 3, /* decrypt and renew */
+    P11T_STATE_EXPIRED = 4       /* refuse */
+} p11t_state;
+
+p11t_state p11t_lifecycle_state(const p11t_times *t, int64_t now);
+const char *p11t_state_name(p11t_state s);
+
+typedef struct p11t_keyinfo {
+    uint8_t name[P11T_NAME_LEN];
+    p11t_times times;
+    int has_aes, has_hmac;
+    CK_ULONG aes_len, hmac_len; /* CKA_VALUE_LEN in bytes */
+} p11t_keyinfo;
+
+/*
+ * Index of the key that encrypts at `now`, or -1.  Among complete ACTIVE
+ * generations the latest encrypt_from wins; ties go to the
+ * lexicographically greatest name, so every server holding the same token
+ * contents agrees.
+ */
+int p11t_lifecycle_pick(const p11t_keyinfo *keys, size_t n, int64_t now);
+
+/* ---- the token handle ---------------------------------------------------- */
+
+typedef struct p11t_hsm p11t_hsm;
+
+/* Takes ownership of cfg (freed by p11t_hsm_free, even on error). Nothing is
+ * loaded until the first operation. */
+CK_RV p11t_hsm_new(p11t_config *cfg, p11t_hsm **out, p11t_err *err);
+void p11t_hsm_free(p11t_hsm *h);
+
+/*
+ * Lazy initialisation: load the module, find the token, open a session and
+ * log in, retrying transient failures with backoff (never after
+ * CKR_PIN_INCORRECT/LOCKED/EXPIRED).  After a failure, further calls return
+ * P11T_CKR_BACKOFF with the original message until the backoff expires; a
+ * PIN error is permanent.  Re-initialises in a forked child.
+ */
+CK_RV p11t_hsm_ensure(p11t_hsm *h, p11t_err *err);
+
+/*
+ * PIN prompt for interactive tools only.  With a callback set, the
+ * pin-source value "prompt" is accepted and the callback is asked for the
+ * PIN (buf has room for len bytes including NUL; return the PIN length or
+ * -1).  The provider never sets one, so a server never prompts.
+ */
+typedef int (*p11t_pin_prompt_fn)(char *buf, size_t len, void *arg);
+void p11t_hsm_set_pin_prompt(p11t_hsm *h, p11t_pin_prompt_fn fn, void *arg);
+
+/* One-line status: "ok", "not initialised", or the last init error. */
+void p11t_hsm_status(p11t_hsm *h, char *buf, size_t len);
+uint64_t p11t_hsm_error_count(p11t_hsm *h);
+
+/* Name of the key that encrypts at `now` (refreshing if none cached). */
+CK_RV p11t_hsm_current(p11t_hsm *h, int64_t now,
+                       uint8_t name[static P11T_NAME_LEN], p11t_err *err);
+/* Lifecycle state of a named key at `now`; P11T_CKR_UNKNOWN_KEY after one
+ * rate-limited rescan if the name is not on the token. */
+CK_RV p11t_hsm_key_state(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
+                         int64_t now, p11t_state *state, p11t_err *err);
+
+/* CKM_AES_CBC_PAD one-shot operations with the named key.  *outl is the
+ * capacity on input and the length written on output. */
+CK_RV p11t_hsm_encrypt(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
+                       const uint8_t iv[static P11T_IV_LEN], const uint8_t *in,
+                       size_t inl, uint8_t *out, size_t *outl, p11t_err *err);
+CK_RV p11t_hsm_decrypt(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
+                       const uint8_t iv[static P11T_IV_LEN], const uint8_t *in,
+                       size_t inl, uint8_t *out, size_t *outl, p11t_err *err);
+/* CKM_SHA256_HMAC with the named key. */
+CK_RV p11t_hsm_hmac(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
+                    const uint8_t *in, size_t inl,
+                    uint8_t out[static P11T_HMAC_LEN], p11t_err *err);
+
+/* ---- provisioning (setup tool) ------------------------------------------ */
+
+/*
+ * Generate one key generation in the token: AES (aes_len bytes, 16 or 32)
+ * and a 32-byte CKK_GENERIC_SECRET HMAC key, both CKA_TOKEN, CKA_PRIVATE,
+ * CKA_SENSITIVE true and CKA_EXTRACTABLE false, sharing a fresh random
+ * 16-byte CKA_ID.  Either both objects exist afterwards or neither.
+ */
+CK_RV p11t_hsm_create(p11t_hsm *h, CK_ULONG aes_len, const p11t_times *times,
+                      uint8_t name_out[static P11T_NAME_LEN], p11t_err *err);
+
+/* Attributes of one token object, as `list` shows them (never the value). */
+typedef struct p11t_objinfo {
+    uint8_t name[P11T_NAME_LEN];
+    p11t_role role;
+    p11t_times times;
+    CK_KEY_TYPE key_type;
+    CK_ULONG value_len;
+    CK_BBOOL token, priv, sensitive, extractable, always_sensitive,
+        never_extractable;
+    int value_readable; /* 1 if C_GetAttributeValue(CKA_VALUE) succeeded */
+    CK_OBJECT_HANDLE handle;
+} p11t_objinfo;
+
+/* Every p11ticket object on the token; *objs is malloc'd, free() it. */
+CK_RV p11t_hsm_list(p11t_hsm *h, p11t_objinfo **objs, size_t *n, p11t_err *err);
+
+/* Destroy both objects of a generation. */
+CK_RV p11t_hsm_destroy(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
+                       p11t_err *err);
+
+/* Hex helpers for key names (lowercase, 32 chars + NUL). */
+void p11t_hex(const uint8_t name[static P11T_NAME_LEN], char out[static 33]);
+int p11t_unhex(const char *hex, uint8_t name[static P11T_NAME_LEN]);
+
+#endif /* P11T_HSM_H */
