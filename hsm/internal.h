@@ -1,0 +1,88 @@
+/*
+ * internal.h - private to hsm/: the token handle and the helpers shared by
+ * module.c, keys.c and provision.c.
+ */
+#ifndef P11T_HSM_INTERNAL_H
+#define P11T_HSM_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/types.h>
+
+#include <p11-kit/uri.h>
+
+#include "hsm.h"
+
+struct p11t_config {
+    char *module_path;   /* pkcs11-module */
+    char *token_uri;     /* token-uri, as written */
+    P11KitUri *uri;      /* token-uri, parsed */
+    char *pin_source;    /* pin-source */
+    unsigned refresh_s;  /* refresh-interval */
+    unsigned rescan_s;   /* rescan-interval */
+    unsigned max_sessions; /* max-sessions */
+    p11t_err err;        /* first configuration error, reported lazily */
+};
+
+/* One key generation as cached: handles are valid for h->epoch only. */
+typedef struct p11t_entry {
+    p11t_keyinfo info;
+    CK_OBJECT_HANDLE aes, hmac;
+} p11t_entry;
+
+struct p11t_hsm {
+    p11t_config *cfg;
+    p11t_pin_prompt_fn prompt;
+    void *prompt_arg;
+
+    /* Module and login state; guarded by lock. */
+    pthread_mutex_t lock;
+    void *dl;
+    CK_FUNCTION_LIST_PTR f;
+    pid_t pid;              /* process that initialised; fork detection */
+    int ready;              /* logged in, usable */
+    int own_init;           /* we called C_Initialize successfully */
+    CK_SLOT_ID slot;
+    CK_SESSION_HANDLE login_session; /* keeps the login alive */
+    p11t_err init_err;      /* last initialisation failure */
+    int init_permanent;     /* PIN rejected: never retry */
+    int64_t retry_at_ms;    /* monotonic; no init attempt before this */
+    unsigned backoff_ms;
+    atomic_uint epoch;      /* bumps on every (re)initialisation */
+
+    /* Session pool; guarded by pool_lock. */
+    pthread_mutex_t pool_lock;
+    CK_SESSION_HANDLE *pool;
+    size_t pool_n, pool_cap;
+    unsigned pool_epoch;
+
+    /* Handle cache; entries guarded by cache_lock (rw). */
+    pthread_rwlock_t cache_lock;
+    p11t_entry *entries;
+    size_t n_entries;
+    unsigned cache_epoch;
+    int64_t refreshed_ms;   /* monotonic time of last scan; 0 = never */
+    int64_t rescan_ms;      /* last scan caused by an unknown name */
+    pthread_mutex_t refresh_lock; /* one scan at a time */
+
+    atomic_uint_fast64_t errors;
+};
+
+int64_t p11t_mono_ms(void);
+/* Lock-free check on the hot path; takes h->lock only when (re)init is due. */
+CK_RV p11t_hsm_ready(p11t_hsm *h, p11t_err *err);
+CK_RV p11t_session_get(p11t_hsm *h, CK_SESSION_HANDLE *s, unsigned *epoch,
+                       p11t_err *err);
+/* bad != 0: the session failed and must be closed rather than pooled. */
+void p11t_session_put(p11t_hsm *h, CK_SESSION_HANDLE s, unsigned epoch, int bad);
+/* Marks the token as lost so the next call re-initialises. */
+void p11t_hsm_mark_broken(p11t_hsm *h, CK_RV rv);
+/* 1 if rv means the session/token went away (re-init needed). */
+int p11t_rv_is_token_lost(CK_RV rv);
+/* Rescan the token's objects into the cache (takes refresh_lock). */
+CK_RV p11t_cache_refresh(p11t_hsm *h, p11t_err *err);
+/* Reads every p11ticket object (used by the scan and by list). */
+CK_RV p11t_scan_objects(p11t_hsm *h, CK_SESSION_HANDLE s, int detail,
+                        p11t_objinfo **objs, size_t *n, p11t_err *err);
+
+#endif

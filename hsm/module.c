@@ -1,0 +1,523 @@
+/*
+ * module.c - module loading, token selection, login, the session pool and
+ * fork re-initialisation.
+ *
+ * Everything here is lazy: p11t_hsm_new only records the configuration.
+ * The module is loaded on the first operation, never inside
+ * OSSL_provider_init, because initialising SoftHSM while OpenSSL loads its
+ * configuration deadlocks (DESIGN.md §2, "Recursion and load order").
+ *
+ * We never call C_Finalize at exit: SoftHSM crashes when finalized from an
+ * exit handler.  The only C_Finalize is in a forked child, right before it
+ * initialises its own copy of the library.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "internal.h"
+
+#define SLOT_TRIES 6      /* SoftHSM startup race: 1-10% of starts */
+#define LOGIN_TRIES 5
+#define FIRST_SLEEP_MS 10
+#define BACKOFF_MIN_MS 1000
+#define BACKOFF_MAX_MS 30000
+
+int64_t p11t_mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+CK_RV p11t_hsm_new(p11t_config *cfg, p11t_hsm **out, p11t_err *err)
+{
+    p11t_hsm *h;
+
+    *out = NULL;
+    if (cfg == NULL) {
+        p11t_err_set(err, CKR_ARGUMENTS_BAD, "no configuration");
+        return CKR_ARGUMENTS_BAD;
+    }
+    h = calloc(1, sizeof(*h));
+    if (h == NULL) {
+        p11t_config_free(cfg);
+        p11t_err_set(err, CKR_HOST_MEMORY, "out of memory");
+        return CKR_HOST_MEMORY;
+    }
+    h->cfg = cfg;
+    pthread_mutex_init(&h->lock, NULL);
+    pthread_mutex_init(&h->pool_lock, NULL);
+    pthread_mutex_init(&h->refresh_lock, NULL);
+    pthread_rwlock_init(&h->cache_lock, NULL);
+    h->pid = getpid();
+    h->backoff_ms = BACKOFF_MIN_MS;
+    atomic_init(&h->epoch, 1);
+    atomic_init(&h->errors, 0);
+    *out = h;
+    return CKR_OK;
+}
+
+void p11t_hsm_free(p11t_hsm *h)
+{
+    if (h == NULL)
+        return;
+    /*
+     * Sessions are closed only if this process initialised the module;
+     * the module itself stays loaded and initialised (see top of file).
+     */
+    if (h->f != NULL && h->ready && h->pid == getpid()) {
+        for (size_t i = 0; i < h->pool_n; i++)
+            h->f->C_CloseSession(h->pool[i]);
+        h->f->C_CloseSession(h->login_session);
+    }
+    free(h->pool);
+    free(h->entries);
+    pthread_mutex_destroy(&h->lock);
+    pthread_mutex_destroy(&h->pool_lock);
+    pthread_mutex_destroy(&h->refresh_lock);
+    pthread_rwlock_destroy(&h->cache_lock);
+    p11t_config_free(h->cfg);
+    free(h);
+}
+
+void p11t_hsm_set_pin_prompt(p11t_hsm *h, p11t_pin_prompt_fn fn, void *arg)
+{
+    h->prompt = fn;
+    h->prompt_arg = arg;
+}
+
+uint64_t p11t_hsm_error_count(p11t_hsm *h)
+{
+    return atomic_load(&h->errors);
+}
+
+static CK_RV load_module(p11t_hsm *h, p11t_err *err)
+{
+    CK_C_GetFunctionList getfl;
+    CK_RV rv;
+
+    if (h->f != NULL)
+        return CKR_OK;
+    if (h->dl == NULL) {
+        h->dl = dlopen(h->cfg->module_path, RTLD_NOW | RTLD_LOCAL);
+        if (h->dl == NULL) {
+            const char *why = dlerror();
+
+            p11t_err_set(err, P11T_CKR_CONFIG,
+                         "pkcs11-module: cannot load %.200s: %.200s",
+                         h->cfg->module_path, why ? why : "unknown error");
+            return P11T_CKR_CONFIG;
+        }
+    }
+    getfl = (CK_C_GetFunctionList)dlsym(h->dl, "C_GetFunctionList");
+    if (getfl == NULL) {
+        p11t_err_set(err, P11T_CKR_CONFIG,
+                     "pkcs11-module: %.200s is not a PKCS#11 module "
+                     "(no C_GetFunctionList)", h->cfg->module_path);
+        return P11T_CKR_CONFIG;
+    }
+    rv = getfl(&h->f);
+    if (rv != CKR_OK || h->f == NULL) {
+        h->f = NULL;
+        p11t_err_set(err, rv, "pkcs11-module: C_GetFunctionList failed: %s",
+                     p11t_rv_name(rv));
+        return rv;
+    }
+    return CKR_OK;
+}
+
+static CK_RV initialize(p11t_hsm *h, p11t_err *err)
+{
+    CK_C_INITIALIZE_ARGS args = {0};
+    CK_RV rv;
+
+    if (h->own_init)
+        return CKR_OK;
+    args.flags = CKF_OS_LOCKING_OK;
+    rv = h->f->C_Initialize(&args);
+    if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED)
+        return CKR_OK; /* someone else in this process owns it */
+    if (rv != CKR_OK) {
+        p11t_err_set(err, rv, "pkcs11-module: C_Initialize failed: %s",
+                     p11t_rv_name(rv));
+        return rv;
+    }
+    h->own_init = 1;
+    return CKR_OK;
+}
+
+static void padded_copy(char *dst, const CK_UTF8CHAR *src, size_t n)
+{
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+    for (size_t i = n; i > 0 && dst[i - 1] == ' '; i--)
+        dst[i - 1] = '\0';
+}
+
+/* One pass over the slots.  P11T_CKR_NO_TOKEN is worth retrying. */
+static CK_RV find_slot_once(p11t_hsm *h, p11t_err *err)
+{
+    CK_SLOT_ID *slots = NULL;
+    CK_ULONG n = 0;
+    CK_RV rv;
+    size_t matches = 0;
+    char seen[160] = "";
+
+    rv = h->f->C_GetSlotList(CK_TRUE, NULL, &n);
+    if (rv == CKR_OK && n > 0) {
+        slots = calloc(n, sizeof(*slots));
+        if (slots == NULL)
+            return CKR_HOST_MEMORY;
+        rv = h->f->C_GetSlotList(CK_TRUE, slots, &n);
+    }
+    if (rv != CKR_OK) {
+        free(slots);
+        p11t_err_set(err, rv, "token-uri: C_GetSlotList failed: %s",
+                     p11t_rv_name(rv));
+        return rv;
+    }
+    for (CK_ULONG i = 0; i < n; i++) {
+        CK_TOKEN_INFO ti;
+        CK_SLOT_INFO si;
+        char label[33];
+
+        if (h->f->C_GetTokenInfo(slots[i], &ti) != CKR_OK ||
+            h->f->C_GetSlotInfo(slots[i], &si) != CKR_OK)
+            continue;
+        if (!(ti.flags & CKF_TOKEN_INITIALIZED))
+            continue;
+        padded_copy(label, ti.label, sizeof(ti.label));
+        if (strlen(seen) + strlen(label) + 4 < sizeof(seen))
+            snprintf(seen + strlen(seen), sizeof(seen) - strlen(seen),
+                     "%s'%s'", seen[0] ? ", " : "", label);
+        if (p11_kit_uri_match_token_info(h->cfg->uri, &ti) != 1 ||
+            p11_kit_uri_match_slot_info(h->cfg->uri, &si) != 1)
+            continue;
+        if (matches++ == 0)
+            h->slot = slots[i];
+    }
+    free(slots);
+    if (matches == 1)
+        return CKR_OK;
+    if (matches > 1) {
+        p11t_err_set(err, P11T_CKR_CONFIG,
+                     "token-uri: %.100s matches %zu tokens; add serial= to "
+                     "choose one", h->cfg->token_uri, matches);
+        return P11T_CKR_CONFIG;
+    }
+    p11t_err_set(err, P11T_CKR_NO_TOKEN,
+                 "token-uri: no token matches %.100s (tokens present: %s)",
+                 h->cfg->token_uri, seen[0] ? seen : "none");
+    return P11T_CKR_NO_TOKEN;
+}
+
+static CK_RV find_slot(p11t_hsm *h, p11t_err *err)
+{
+    unsigned delay = FIRST_SLEEP_MS;
+    CK_RV rv = CKR_OK;
+
+    for (int i = 0; i < SLOT_TRIES; i++) {
+        p11t_err e = {0};
+
+        rv = find_slot_once(h, &e);
+        if (rv == CKR_OK)
+            return CKR_OK;
+        if (rv == P11T_CKR_CONFIG || rv == CKR_HOST_MEMORY ||
+            i == SLOT_TRIES - 1) {
+            p11t_err_set(err, e.rv, "%s", e.msg);
+            return rv;
+        }
+        sleep_ms(delay);
+        delay *= 2;
+    }
+    return rv;
+}
+
+static int pin_error_is_permanent(CK_RV rv)
+{
+    return rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED ||
+           rv == CKR_PIN_EXPIRED || rv == CKR_PIN_INVALID ||
+           rv == CKR_PIN_LEN_RANGE;
+}
+
+static int login_error_is_transient(CK_RV rv)
+{
+    return rv == CKR_GENERAL_ERROR || rv == CKR_USER_PIN_NOT_INITIALIZED ||
+           rv == CKR_DEVICE_ERROR || rv == CKR_FUNCTION_FAILED ||
+           rv == CKR_TOKEN_NOT_PRESENT || rv == CKR_SESSION_COUNT;
+}
+
+static CK_RV get_pin(p11t_hsm *h, char **pin, size_t *len, p11t_err *err)
+{
+    int n;
+
+    if (strcmp(h->cfg->pin_source, "prompt") != 0)
+        return p11t_pin_read(h->cfg->pin_source, pin, len, err);
+    if (h->prompt == NULL) {
+        p11t_err_set(err, P11T_CKR_CONFIG,
+                     "pin-source: 'prompt' is only available to interactive "
+                     "tools; servers need file: or env:");
+        return P11T_CKR_CONFIG;
+    }
+    *pin = OPENSSL_secure_zalloc(257);
+    if (*pin == NULL)
+        return CKR_HOST_MEMORY;
+    n = h->prompt(*pin, 257, h->prompt_arg);
+    if (n <= 0) {
+        p11t_pin_free(*pin, 257);
+        *pin = NULL;
+        p11t_err_set(err, P11T_CKR_CONFIG, "pin-source: no PIN entered");
+        return P11T_CKR_CONFIG;
+    }
+    *len = (size_t)n;
+    return CKR_OK;
+}
+
+static CK_RV login(p11t_hsm *h, p11t_err *err)
+{
+    char *pin = NULL;
+    size_t pin_len = 0;
+    unsigned delay = FIRST_SLEEP_MS;
+    CK_RV rv;
+
+    rv = get_pin(h, &pin, &pin_len, err);
+    if (rv != CKR_OK)
+        return rv;
+    for (int i = 0; i < LOGIN_TRIES; i++) {
+        rv = h->f->C_Login(h->login_session, CKU_USER, (CK_UTF8CHAR_PTR)pin,
+                           (CK_ULONG)pin_len);
+        if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) {
+            rv = CKR_OK;
+            break;
+        }
+        /* Never retry a rejected PIN: real tokens lock after a few. */
+        if (!login_error_is_transient(rv) || i == LOGIN_TRIES - 1)
+            break;
+        sleep_ms(delay);
+        delay *= 2;
+    }
+    p11t_pin_free(pin, pin_len);
+    if (rv == CKR_OK)
+        return CKR_OK;
+    if (pin_error_is_permanent(rv))
+        p11t_err_set(err, rv,
+                     "pin-source: the token rejected the PIN (%s); not "
+                     "retrying, so the token does not lock", p11t_rv_name(rv));
+    else
+        p11t_err_set(err, rv, "token-uri: C_Login failed: %s",
+                     p11t_rv_name(rv));
+    return rv;
+}
+
+/* Called with h->lock held. */
+static CK_RV do_init(p11t_hsm *h, p11t_err *err)
+{
+    CK_RV rv;
+
+    rv = load_module(h, err);
+    if (rv == CKR_OK)
+        rv = initialize(h, err);
+    if (rv == CKR_OK)
+        rv = find_slot(h, err);
+    if (rv != CKR_OK)
+        return rv;
+    rv = h->f->C_OpenSession(h->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
+                             NULL, NULL, &h->login_session);
+    if (rv != CKR_OK) {
+        p11t_err_set(err, rv, "token-uri: C_OpenSession failed: %s",
+                     p11t_rv_name(rv));
+        return rv;
+    }
+    rv = login(h, err);
+    if (rv != CKR_OK) {
+        h->f->C_CloseSession(h->login_session);
+        return rv;
+    }
+    return CKR_OK;
+}
+
+/* A forked child inherits the parent's module state, which is not valid
+ * here: finalize it and start over (DESIGN.md §2, fork()). */
+static void forget_after_fork(p11t_hsm *h)
+{
+    if (h->f != NULL && h->own_init) {
+        CK_RV rv = h->f->C_Finalize(NULL);
+
+        (void)rv; /* CKR_CRYPTOKI_NOT_INITIALIZED is fine */
+    }
+    h->own_init = 0;
+    h->ready = 0;
+    h->pid = getpid();
+    h->retry_at_ms = 0;
+    h->backoff_ms = BACKOFF_MIN_MS;
+    pthread_mutex_init(&h->pool_lock, NULL);
+    pthread_mutex_init(&h->refresh_lock, NULL);
+    pthread_rwlock_init(&h->cache_lock, NULL);
+    h->pool_n = 0; /* handles belong to the parent's module instance */
+    atomic_fetch_add(&h->epoch, 1);
+}
+
+CK_RV p11t_hsm_ready(p11t_hsm *h, p11t_err *err)
+{
+    CK_RV rv;
+    int64_t now;
+
+    if (h->cfg->err.rv != CKR_OK) {
+        p11t_err_set(err, h->cfg->err.rv, "%s", h->cfg->err.msg);
+        return h->cfg->err.rv;
+    }
+    if (__atomic_load_n(&h->ready, __ATOMIC_ACQUIRE) && h->pid == getpid())
+        return CKR_OK;
+
+    pthread_mutex_lock(&h->lock);
+    if (h->pid != getpid())
+        forget_after_fork(h);
+    if (h->ready) {
+        pthread_mutex_unlock(&h->lock);
+        return CKR_OK;
+    }
+    if (h->init_permanent) {
+        p11t_err_set(err, h->init_err.rv, "%s", h->init_err.msg);
+        pthread_mutex_unlock(&h->lock);
+        return h->init_err.rv;
+    }
+    now = p11t_mono_ms();
+    if (h->init_err.rv != CKR_OK && now < h->retry_at_ms) {
+        p11t_err_set(err, h->init_err.rv, "%s", h->init_err.msg);
+        pthread_mutex_unlock(&h->lock);
+        return P11T_CKR_BACKOFF;
+    }
+    p11t_err_clear(&h->init_err);
+    rv = do_init(h, &h->init_err);
+    if (rv != CKR_OK) {
+        h->init_permanent = pin_error_is_permanent(rv);
+        h->retry_at_ms = p11t_mono_ms() + h->backoff_ms;
+        h->backoff_ms = h->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
+                                                            : h->backoff_ms * 2;
+        p11t_err_set(err, h->init_err.rv, "%s", h->init_err.msg);
+        pthread_mutex_unlock(&h->lock);
+        return rv;
+    }
+    h->backoff_ms = BACKOFF_MIN_MS;
+    atomic_fetch_add(&h->epoch, 1);
+    __atomic_store_n(&h->ready, 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&h->lock);
+    return CKR_OK;
+}
+
+CK_RV p11t_hsm_ensure(p11t_hsm *h, p11t_err *err)
+{
+    return p11t_hsm_ready(h, err);
+}
+
+int p11t_rv_is_token_lost(CK_RV rv)
+{
+    return rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT ||
+           rv == CKR_DEVICE_ERROR || rv == CKR_USER_NOT_LOGGED_IN ||
+           rv == CKR_CRYPTOKI_NOT_INITIALIZED || rv == CKR_SESSION_CLOSED ||
+           rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_TOKEN_NOT_RECOGNIZED;
+}
+
+void p11t_hsm_mark_broken(p11t_hsm *h, CK_RV rv)
+{
+    pthread_mutex_lock(&h->lock);
+    if (h->ready && h->pid == getpid()) {
+        /* Drop every session of the lost login; a new one comes with the
+         * next initialisation. */
+        h->f->C_CloseAllSessions(h->slot);
+        __atomic_store_n(&h->ready, 0, __ATOMIC_RELEASE);
+        atomic_fetch_add(&h->epoch, 1);
+        p11t_err_clear(&h->init_err);
+        p11t_err_set(&h->init_err, rv, "token-uri: token lost (%s)",
+                     p11t_rv_name(rv));
+        h->retry_at_ms = 0; /* try again at once, then back off */
+    }
+    pthread_mutex_unlock(&h->lock);
+}
+
+void p11t_hsm_status(p11t_hsm *h, char *buf, size_t len)
+{
+    if (h->cfg->err.rv != CKR_OK) {
+        snprintf(buf, len, "%s", h->cfg->err.msg);
+        return;
+    }
+    pthread_mutex_lock(&h->lock);
+    if (h->ready && h->pid == getpid())
+        snprintf(buf, len, "ok");
+    else if (h->init_err.rv != CKR_OK)
+        snprintf(buf, len, "%s", h->init_err.msg);
+    else
+        snprintf(buf, len, "not initialised");
+    pthread_mutex_unlock(&h->lock);
+}
+
+CK_RV p11t_session_get(p11t_hsm *h, CK_SESSION_HANDLE *s, unsigned *epoch,
+                       p11t_err *err)
+{
+    unsigned ep = atomic_load(&h->epoch);
+    CK_RV rv;
+
+    pthread_mutex_lock(&h->pool_lock);
+    if (h->pool_epoch != ep) {
+        h->pool_n = 0; /* closed by C_CloseAllSessions or gone with fork */
+        h->pool_epoch = ep;
+    }
+    if (h->pool_n > 0) {
+        *s = h->pool[--h->pool_n];
+        pthread_mutex_unlock(&h->pool_lock);
+        *epoch = ep;
+        return CKR_OK;
+    }
+    pthread_mutex_unlock(&h->pool_lock);
+    rv = h->f->C_OpenSession(h->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
+                             NULL, NULL, s);
+    if (rv != CKR_OK) {
+        p11t_err_set(err, rv, "C_OpenSession failed: %s", p11t_rv_name(rv));
+        return rv;
+    }
+    *epoch = ep;
+    return CKR_OK;
+}
+
+void p11t_session_put(p11t_hsm *h, CK_SESSION_HANDLE s, unsigned epoch, int bad)
+{
+    pthread_mutex_lock(&h->pool_lock);
+    if (!bad && epoch == h->pool_epoch && epoch == atomic_load(&h->epoch)) {
+        if (h->pool_n == h->pool_cap && h->pool_cap < h->cfg->max_sessions) {
+            size_t cap = h->pool_cap ? h->pool_cap * 2 : 8;
+            CK_SESSION_HANDLE *p;
+
+            if (cap > h->cfg->max_sessions)
+                cap = h->cfg->max_sessions;
+            p = realloc(h->pool, cap * sizeof(*p));
+            if (p != NULL) {
+                h->pool = p;
+                h->pool_cap = cap;
+            }
+        }
+        if (h->pool_n < h->pool_cap) {
+            h->pool[h->pool_n++] = s;
+            pthread_mutex_unlock(&h->pool_lock);
+            return;
+        }
+    }
+    pthread_mutex_unlock(&h->pool_lock);
+    if (epoch == atomic_load(&h->epoch))
+        h->f->C_CloseSession(s);
+}

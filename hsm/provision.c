@@ -1,0 +1,160 @@
+/*
+ * provision.c - creating, listing and destroying key generations (the
+ * setup tool's side of hsm/).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static CK_RV gen_key(p11t_hsm *h, CK_SESSION_HANDLE s, p11t_role role,
+                     CK_ULONG len, const uint8_t *id, const char *label,
+                     CK_OBJECT_HANDLE *out)
+{
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = role == P11T_ROLE_AES ? CKK_AES : CKK_GENERIC_SECRET;
+    CK_BBOOL t = CK_TRUE, f = CK_FALSE;
+    CK_BBOOL is_aes = role == P11T_ROLE_AES ? CK_TRUE : CK_FALSE;
+    CK_BBOOL is_mac = role == P11T_ROLE_HMAC ? CK_TRUE : CK_FALSE;
+    CK_MECHANISM mech = {role == P11T_ROLE_AES ? CKM_AES_KEY_GEN
+                                               : CKM_GENERIC_SECRET_KEY_GEN,
+                         NULL, 0};
+    /* Non-extractable and sensitive from birth; SoftHSM will not loosen
+     * either flag later (DESIGN.md §2). Each key does one job only. */
+    CK_ATTRIBUTE tmpl[] = {
+        {CKA_CLASS, &cls, sizeof(cls)},
+        {CKA_KEY_TYPE, &kt, sizeof(kt)},
+        {CKA_VALUE_LEN, &len, sizeof(len)},
+        {CKA_TOKEN, &t, sizeof(t)},
+        {CKA_PRIVATE, &t, sizeof(t)},
+        {CKA_SENSITIVE, &t, sizeof(t)},
+        {CKA_EXTRACTABLE, &f, sizeof(f)},
+        {CKA_MODIFIABLE, &t, sizeof(t)}, /* the label carries the times */
+        {CKA_ENCRYPT, &is_aes, sizeof(is_aes)},
+        {CKA_DECRYPT, &is_aes, sizeof(is_aes)},
+        {CKA_SIGN, &is_mac, sizeof(is_mac)},
+        {CKA_VERIFY, &is_mac, sizeof(is_mac)},
+        {CKA_WRAP, &f, sizeof(f)},
+        {CKA_UNWRAP, &f, sizeof(f)},
+        {CKA_DERIVE, &f, sizeof(f)},
+        {CKA_ID, (void *)id, P11T_NAME_LEN},
+        {CKA_LABEL, (void *)label, (CK_ULONG)strlen(label)},
+    };
+
+    return h->f->C_GenerateKey(s, &mech, tmpl, sizeof(tmpl) / sizeof(*tmpl),
+                               out);
+}
+
+CK_RV p11t_hsm_create(p11t_hsm *h, CK_ULONG aes_len, const p11t_times *times,
+                      uint8_t name_out[static P11T_NAME_LEN], p11t_err *err)
+{
+    CK_SESSION_HANDLE s;
+    CK_OBJECT_HANDLE aes, mac;
+    char aes_label[128], mac_label[128];
+    unsigned ep;
+    CK_RV rv;
+
+    if (aes_len != 16 && aes_len != 32) {
+        p11t_err_set(err, CKR_ARGUMENTS_BAD, "AES key length must be 16 or 32");
+        return CKR_ARGUMENTS_BAD;
+    }
+    if (p11t_label_format(aes_label, sizeof(aes_label), P11T_ROLE_AES, times) <
+            0 ||
+        p11t_label_format(mac_label, sizeof(mac_label), P11T_ROLE_HMAC,
+                          times) < 0) {
+        p11t_err_set(err, CKR_ARGUMENTS_BAD, "invalid key times");
+        return CKR_ARGUMENTS_BAD;
+    }
+    rv = p11t_hsm_ready(h, err);
+    if (rv != CKR_OK)
+        return rv;
+    rv = p11t_session_get(h, &s, &ep, err);
+    if (rv != CKR_OK)
+        return rv;
+    /* The name comes from the token's RNG, like the keys themselves. */
+    rv = h->f->C_GenerateRandom(s, name_out, P11T_NAME_LEN);
+    if (rv != CKR_OK) {
+        p11t_err_set(err, rv, "C_GenerateRandom failed: %s", p11t_rv_name(rv));
+        goto out;
+    }
+    rv = gen_key(h, s, P11T_ROLE_AES, aes_len, name_out, aes_label, &aes);
+    if (rv != CKR_OK) {
+        p11t_err_set(err, rv, "generating the AES key failed: %s",
+                     p11t_rv_name(rv));
+        goto out;
+    }
+    rv = gen_key(h, s, P11T_ROLE_HMAC, P11T_HMAC_LEN, name_out, mac_label,
+                 &mac);
+    if (rv != CKR_OK) {
+        p11t_err_set(err, rv, "generating the HMAC key failed: %s",
+                     p11t_rv_name(rv));
+        h->f->C_DestroyObject(s, aes); /* nothing half-made stays behind */
+        goto out;
+    }
+out:
+    p11t_session_put(h, s, ep, p11t_rv_is_token_lost(rv));
+    if (rv == CKR_OK)
+        (void)p11t_cache_refresh(h, &(p11t_err){0});
+    return rv;
+}
+
+CK_RV p11t_hsm_list(p11t_hsm *h, p11t_objinfo **objs, size_t *n, p11t_err *err)
+{
+    CK_SESSION_HANDLE s;
+    unsigned ep;
+    CK_RV rv;
+
+    *objs = NULL;
+    *n = 0;
+    rv = p11t_hsm_ready(h, err);
+    if (rv != CKR_OK)
+        return rv;
+    rv = p11t_session_get(h, &s, &ep, err);
+    if (rv != CKR_OK)
+        return rv;
+    rv = p11t_scan_objects(h, s, 1, objs, n, err);
+    p11t_session_put(h, s, ep, p11t_rv_is_token_lost(rv));
+    return rv;
+}
+
+CK_RV p11t_hsm_destroy(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
+                       p11t_err *err)
+{
+    p11t_objinfo *objs;
+    CK_SESSION_HANDLE s;
+    size_t n, destroyed = 0;
+    unsigned ep;
+    CK_RV rv;
+
+    rv = p11t_hsm_ready(h, err);
+    if (rv != CKR_OK)
+        return rv;
+    rv = p11t_session_get(h, &s, &ep, err);
+    if (rv != CKR_OK)
+        return rv;
+    rv = p11t_scan_objects(h, s, 0, &objs, &n, err);
+    for (size_t i = 0; rv == CKR_OK && i < n; i++) {
+        if (memcmp(objs[i].name, name, P11T_NAME_LEN) != 0)
+            continue;
+        rv = h->f->C_DestroyObject(s, objs[i].handle);
+        if (rv == CKR_OBJECT_HANDLE_INVALID)
+            rv = CKR_OK; /* destroyed meanwhile by someone else */
+        else if (rv == CKR_OK)
+            destroyed++;
+        else
+            p11t_err_set(err, rv, "C_DestroyObject failed: %s",
+                         p11t_rv_name(rv));
+    }
+    free(objs);
+    p11t_session_put(h, s, ep, p11t_rv_is_token_lost(rv));
+    if (rv == CKR_OK && destroyed == 0) {
+        char hex[33];
+
+        p11t_hex(name, hex);
+        p11t_err_set(err, P11T_CKR_UNKNOWN_KEY, "no key named %s", hex);
+        return P11T_CKR_UNKNOWN_KEY;
+    }
+    if (rv == CKR_OK)
+        (void)p11t_cache_refresh(h, &(p11t_err){0});
+    return rv;
+}

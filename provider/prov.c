@@ -1,0 +1,1 @@
+/* being written */ typedef int p11t_placeholder_prov;
