@@ -160,8 +160,8 @@ static CK_RV set_pin_source(p11t_config *cfg, const char *value, p11t_err *err)
 static const char *const openssl_keys[] = {"module", "activate", "identity",
                                            "soft_load", NULL};
 
-CK_RV p11t_config_set(p11t_config *cfg, const char *key, const char *value,
-                      p11t_err *err)
+static CK_RV config_set(p11t_config *cfg, const char *key, const char *value,
+                        p11t_err *err)
 {
     if (cfg == NULL || key == NULL || value == NULL) {
         p11t_err_set(err, CKR_ARGUMENTS_BAD, "configuration: missing argument");
@@ -192,7 +192,7 @@ CK_RV p11t_config_set(p11t_config *cfg, const char *key, const char *value,
     return P11T_CKR_CONFIG;
 }
 
-CK_RV p11t_config_check(const p11t_config *cfg, p11t_err *err)
+static CK_RV config_check(const p11t_config *cfg, p11t_err *err)
 {
     static const char hint[] = "missing from the p11ticket provider section";
 
@@ -209,4 +209,33 @@ CK_RV p11t_config_check(const p11t_config *cfg, p11t_err *err)
         return P11T_CKR_CONFIG;
     }
     return CKR_OK;
+}
+
+/* The first error is also kept in cfg: the provider cannot report it from
+ * OSSL_provider_init (OpenSSL ignores provider init failures during config
+ * load), so it reports it on first use and in its status instead. */
+static CK_RV remember(p11t_config *cfg, CK_RV rv, const p11t_err *e,
+                      p11t_err *err)
+{
+    if (rv == CKR_OK)
+        return rv;
+    if (cfg != NULL)
+        p11t_err_set(&cfg->err, e->rv, "%s", e->msg);
+    p11t_err_set(err, e->rv, "%s", e->msg);
+    return rv;
+}
+
+CK_RV p11t_config_set(p11t_config *cfg, const char *key, const char *value,
+                      p11t_err *err)
+{
+    p11t_err e = {0};
+
+    return remember(cfg, config_set(cfg, key, value, &e), &e, err);
+}
+
+CK_RV p11t_config_check(p11t_config *cfg, p11t_err *err)
+{
+    p11t_err e = {0};
+
+    return remember(cfg, config_check(cfg, &e), &e, err);
 }

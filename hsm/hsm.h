@@ -50,7 +50,8 @@ typedef struct p11t_config p11t_config;
 p11t_config *p11t_config_new(void);
 void p11t_config_free(p11t_config *cfg);
 /*
- * Set one key from the provider section.  Unknown keys that belong to
+ * Set one key from the provider section.  The first error is also kept in
+ * cfg and returned by every later p11t_hsm_ensure().  Unknown keys that belong to
  * OpenSSL itself (module, activate, identity, ...) are ignored; unknown keys
  * that look like ours are an error.  Values are validated syntactically
  * here (URI, pin-source form, numbers); nothing is opened or loaded.
@@ -59,7 +60,7 @@ void p11t_config_free(p11t_config *cfg);
 CK_RV p11t_config_set(p11t_config *cfg, const char *key, const char *value,
                       p11t_err *err);
 /* Checks that the required keys are present. */
-CK_RV p11t_config_check(const p11t_config *cfg, p11t_err *err);
+CK_RV p11t_config_check(p11t_config *cfg, p11t_err *err);
 /* Configured refresh interval in seconds (key "refresh-interval"). */
 unsigned p11t_config_refresh_interval(const p11t_config *cfg);
 
@@ -167,6 +168,10 @@ CK_RV p11t_hsm_current(p11t_hsm *h, int64_t now,
  * rate-limited rescan if the name is not on the token. */
 CK_RV p11t_hsm_key_state(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
                          int64_t now, p11t_state *state, p11t_err *err);
+
+/* Cached facts about a named key (same rescan rules as key_state). */
+CK_RV p11t_hsm_key_info(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
+                        p11t_keyinfo *info, p11t_err *err);
 
 /* CKM_AES_CBC_PAD one-shot operations with the named key.  *outl is the
  * capacity on input and the length written on output. */

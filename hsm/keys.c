@@ -329,6 +329,17 @@ static CK_RV find_entry(p11t_hsm *h, const uint8_t name[P11T_NAME_LEN],
     return P11T_CKR_UNKNOWN_KEY;
 }
 
+CK_RV p11t_hsm_key_info(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
+                        p11t_keyinfo *info, p11t_err *err)
+{
+    p11t_entry e;
+    CK_RV rv = find_entry(h, name, &e, err);
+
+    if (rv == CKR_OK)
+        *info = e.info;
+    return rv;
+}
+
 CK_RV p11t_hsm_key_state(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
                          int64_t now, p11t_state *state, p11t_err *err)
 {

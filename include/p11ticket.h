@@ -26,11 +26,12 @@ extern "C" {
  * "HMAC" and therefore lets libssl's ticket HMAC context reach the token:
  * libssl creates that context itself with EVP_MAC_fetch(libctx, "HMAC",
  * propq) (ssl/t1_lib.c ssl_hmac_new), so routing by property query is the
- * only way in.  P11TICKET_PROPQ may also be used as default_properties in
+ * only way in.  OpenSSL only accepts user-defined property names that
+ * contain a dot, hence "p11ticket.token".  P11TICKET_PROPQ may also be used as default_properties in
  * openssl.cnf for servers that call plain SSL_CTX_new().
  */
-#define P11TICKET_PROPERTY "p11ticket=yes"
-#define P11TICKET_PROPQ "?p11ticket=yes"
+#define P11TICKET_PROPERTY "p11ticket.token=yes"
+#define P11TICKET_PROPQ "?p11ticket.token=yes"
 
 /*
  * Token cipher: AES-CBC with PKCS#7 padding (CKM_AES_CBC_PAD) on a named

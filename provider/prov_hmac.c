@@ -1,1 +1,268 @@
-/* being written */ typedef int p11t_placeholder_prov_hmac;
+/*
+ * prov_hmac.c - the provider's "HMAC".
+ *
+ * libssl creates its ticket HMAC context itself (ssl_hmac_new ->
+ * EVP_MAC_fetch(libctx, "HMAC", propq)), so the ticket MAC can only reach
+ * the token if that fetch resolves here.  Routing by property query then
+ * sends every other HMAC of the SSL_CTX (TLS 1.3 Finished, PSK binder,
+ * TLS 1.2 CBC record MAC, and with default_properties also TLS1-PRF and
+ * HKDF) through us too, so two modes:
+ *
+ *  - raw key (OSSL_MAC_PARAM_KEY or a key passed to init): an exact proxy of
+ *    the default provider's HMAC; every call and parameter is forwarded.
+ *  - key name (P11TICKET_PARAM_KEY_NAME): CKM_SHA256_HMAC in the token.  The
+ *    input is buffered and signed in one C_Sign at final.
+ *
+ * In key-name mode a token failure yields a random tag instead of an error:
+ * libssl turns a MAC failure into a fatal alert both when issuing
+ * (construct_stateless_ticket) and when accepting (tls_decrypt_ticket),
+ * while a tag that never verifies just means a full handshake.
+ */
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/core_dispatch.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/params.h>
+#include <openssl/rand.h>
+
+#include "p11ticket.h"
+#include "prov.h"
+
+#define TICKET_MAX 65536 /* a ticket extension cannot exceed 2^16 bytes */
+
+static OSSL_FUNC_mac_newctx_fn hmac_new;
+static OSSL_FUNC_mac_dupctx_fn hmac_dup;
+static OSSL_FUNC_mac_freectx_fn hmac_free;
+static OSSL_FUNC_mac_init_fn hmac_init;
+static OSSL_FUNC_mac_update_fn hmac_update;
+static OSSL_FUNC_mac_final_fn hmac_final;
+static OSSL_FUNC_mac_gettable_ctx_params_fn hmac_gettable_ctx_params;
+static OSSL_FUNC_mac_get_ctx_params_fn hmac_get_ctx_params;
+static OSSL_FUNC_mac_settable_ctx_params_fn hmac_settable_ctx_params;
+static OSSL_FUNC_mac_set_ctx_params_fn hmac_set_ctx_params;
+
+typedef struct hmac_ctx {
+    p11t_provctx *pc;
+    EVP_MAC_CTX *inner; /* default provider's HMAC (raw-key mode) */
+    int named;
+    uint8_t name[P11T_NAME_LEN];
+    unsigned char *buf; /* key-name mode: data to sign */
+    size_t len, cap;
+} hmac_ctx;
+
+static void *hmac_new(void *provctx)
+{
+    p11t_provctx *pc = provctx;
+    EVP_MAC *mac = p11t_prov_default_hmac(pc);
+    hmac_ctx *c;
+
+    if (mac == NULL)
+        return NULL;
+    c = OPENSSL_zalloc(sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->pc = pc;
+    c->inner = EVP_MAC_CTX_new(mac);
+    if (c->inner == NULL) {
+        OPENSSL_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static void hmac_free(void *vctx)
+{
+    hmac_ctx *c = vctx;
+
+    if (c == NULL)
+        return;
+    EVP_MAC_CTX_free(c->inner);
+    OPENSSL_clear_free(c->buf, c->cap);
+    OPENSSL_free(c);
+}
+
+static void *hmac_dup(void *vsrc)
+{
+    const hmac_ctx *src = vsrc;
+    hmac_ctx *c = OPENSSL_memdup(src, sizeof(*src));
+
+    if (c == NULL)
+        return NULL;
+    c->buf = NULL;
+    c->inner = EVP_MAC_CTX_dup(src->inner);
+    if (c->inner == NULL) {
+        OPENSSL_free(c);
+        return NULL;
+    }
+    if (src->buf != NULL) {
+        c->buf = OPENSSL_memdup(src->buf, src->cap);
+        if (c->buf == NULL) {
+            hmac_free(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+static int digest_is_sha256(const char *d)
+{
+    return strcasecmp(d, "SHA256") == 0 || strcasecmp(d, "SHA2-256") == 0 ||
+           strcasecmp(d, "SHA-256") == 0;
+}
+
+static int hmac_set_ctx_params(void *vctx, const OSSL_PARAM params[])
+{
+    hmac_ctx *c = vctx;
+    const OSSL_PARAM *p;
+
+    if (params == NULL)
+        return 1;
+    if ((p = OSSL_PARAM_locate_const(params, P11TICKET_PARAM_KEY_NAME)) !=
+        NULL) {
+        if (p->data_type != OSSL_PARAM_OCTET_STRING ||
+            p->data_size != P11T_NAME_LEN) {
+            p11t_prov_raise(c->pc, P11T_R_BAD_PARAM,
+                            P11TICKET_PARAM_KEY_NAME
+                            " must be a %d-byte octet string",
+                            P11T_NAME_LEN);
+            return 0;
+        }
+        memcpy(c->name, p->data, P11T_NAME_LEN);
+        c->named = 1;
+    }
+    if (OSSL_PARAM_locate_const(params, OSSL_MAC_PARAM_KEY) != NULL)
+        c->named = 0; /* a raw key always means proxy mode */
+    if (c->named &&
+        (p = OSSL_PARAM_locate_const(params, OSSL_MAC_PARAM_DIGEST)) != NULL) {
+        if (p->data_type != OSSL_PARAM_UTF8_STRING ||
+            !digest_is_sha256(p->data)) {
+            p11t_prov_raise(c->pc, P11T_R_BAD_PARAM,
+                            "token HMAC keys only do SHA-256");
+            return 0;
+        }
+    }
+    /* The default HMAC ignores names it does not know, ours included. */
+    return EVP_MAC_CTX_set_params(c->inner, params);
+}
+
+static int hmac_init(void *vctx, const unsigned char *key, size_t keylen,
+                     const OSSL_PARAM params[])
+{
+    hmac_ctx *c = vctx;
+
+    if (!hmac_set_ctx_params(c, params))
+        return 0;
+    if (key != NULL)
+        c->named = 0;
+    if (!c->named)
+        return EVP_MAC_init(c->inner, key, keylen, NULL);
+    OPENSSL_cleanse(c->buf, c->len);
+    c->len = 0;
+    return 1;
+}
+
+static int hmac_update(void *vctx, const unsigned char *in, size_t inl)
+{
+    hmac_ctx *c = vctx;
+
+    if (!c->named)
+        return EVP_MAC_update(c->inner, in, inl);
+    if (inl > TICKET_MAX - c->len) {
+        p11t_prov_raise(c->pc, P11T_R_BAD_PARAM, "ticket too long");
+        return 0;
+    }
+    if (c->len + inl > c->cap) {
+        size_t cap = c->len + inl < 512 ? 512 : (c->len + inl) * 2;
+        unsigned char *b = OPENSSL_clear_realloc(c->buf, c->cap, cap);
+
+        if (b == NULL)
+            return 0;
+        c->buf = b;
+        c->cap = cap;
+    }
+    memcpy(c->buf + c->len, in, inl);
+    c->len += inl;
+    return 1;
+}
+
+static int hmac_final(void *vctx, unsigned char *out, size_t *outl,
+                      size_t outsize)
+{
+    hmac_ctx *c = vctx;
+    p11t_err e = {0};
+
+    if (!c->named)
+        return EVP_MAC_final(c->inner, out, outl, outsize);
+    if (outsize < P11T_HMAC_LEN) {
+        p11t_prov_raise(c->pc, P11T_R_BAD_PARAM, "output buffer too small");
+        return 0;
+    }
+    if (p11t_hsm_hmac(c->pc->hsm, c->name, c->buf, c->len, out, &e) != CKR_OK &&
+        RAND_bytes_ex(c->pc->libctx, out, P11T_HMAC_LEN, 0) <= 0)
+        memset(out, 0xA5, P11T_HMAC_LEN); /* still never a valid tag */
+    *outl = P11T_HMAC_LEN;
+    OPENSSL_cleanse(c->buf, c->len);
+    c->len = 0;
+    return 1;
+}
+
+static const OSSL_PARAM hmac_gettable[] = {
+    OSSL_PARAM_size_t(OSSL_MAC_PARAM_SIZE, NULL),
+    OSSL_PARAM_size_t(OSSL_MAC_PARAM_BLOCK_SIZE, NULL),
+    OSSL_PARAM_int(P11TICKET_PARAM_ROUTED, NULL), OSSL_PARAM_END};
+
+static const OSSL_PARAM *hmac_gettable_ctx_params(void *vctx, void *provctx)
+{
+    return hmac_gettable;
+}
+
+static int hmac_get_ctx_params(void *vctx, OSSL_PARAM params[])
+{
+    hmac_ctx *c = vctx;
+    OSSL_PARAM *p;
+
+    if ((p = OSSL_PARAM_locate(params, P11TICKET_PARAM_ROUTED)) != NULL &&
+        !OSSL_PARAM_set_int(p, 1))
+        return 0;
+    if (!c->named)
+        return EVP_MAC_CTX_get_params(c->inner, params);
+    if ((p = OSSL_PARAM_locate(params, OSSL_MAC_PARAM_SIZE)) != NULL &&
+        !OSSL_PARAM_set_size_t(p, P11T_HMAC_LEN))
+        return 0;
+    if ((p = OSSL_PARAM_locate(params, OSSL_MAC_PARAM_BLOCK_SIZE)) != NULL &&
+        !OSSL_PARAM_set_size_t(p, 64))
+        return 0;
+    return 1;
+}
+
+static const OSSL_PARAM hmac_settable[] = {
+    OSSL_PARAM_utf8_string(OSSL_MAC_PARAM_DIGEST, NULL, 0),
+    OSSL_PARAM_utf8_string(OSSL_MAC_PARAM_PROPERTIES, NULL, 0),
+    OSSL_PARAM_octet_string(OSSL_MAC_PARAM_KEY, NULL, 0),
+    OSSL_PARAM_int(OSSL_MAC_PARAM_DIGEST_NOINIT, NULL),
+    OSSL_PARAM_int(OSSL_MAC_PARAM_DIGEST_ONESHOT, NULL),
+    OSSL_PARAM_size_t(OSSL_MAC_PARAM_TLS_DATA_SIZE, NULL),
+    OSSL_PARAM_octet_string(P11TICKET_PARAM_KEY_NAME, NULL, 0),
+    OSSL_PARAM_END};
+
+static const OSSL_PARAM *hmac_settable_ctx_params(void *vctx, void *provctx)
+{
+    return hmac_settable;
+}
+
+const OSSL_DISPATCH p11t_prov_hmac_functions[] = {
+    {OSSL_FUNC_MAC_NEWCTX, (void (*)(void))hmac_new},
+    {OSSL_FUNC_MAC_DUPCTX, (void (*)(void))hmac_dup},
+    {OSSL_FUNC_MAC_FREECTX, (void (*)(void))hmac_free},
+    {OSSL_FUNC_MAC_INIT, (void (*)(void))hmac_init},
+    {OSSL_FUNC_MAC_UPDATE, (void (*)(void))hmac_update},
+    {OSSL_FUNC_MAC_FINAL, (void (*)(void))hmac_final},
+    {OSSL_FUNC_MAC_GETTABLE_CTX_PARAMS,
+     (void (*)(void))hmac_gettable_ctx_params},
+    {OSSL_FUNC_MAC_GET_CTX_PARAMS, (void (*)(void))hmac_get_ctx_params},
+    {OSSL_FUNC_MAC_SETTABLE_CTX_PARAMS,
+     (void (*)(void))hmac_settable_ctx_params},
+    {OSSL_FUNC_MAC_SET_CTX_PARAMS, (void (*)(void))hmac_set_ctx_params},
+    {0, NULL}};
