@@ -8,8 +8,11 @@
  *
  * The whole message must arrive in ONE update call, which is what libssl
  * does for tickets; that call makes one C_Encrypt / C_Decrypt, the cheapest
- * way through the token.  Final emits nothing.  Failures are shaped by what
- * libssl does with them:
+ * way through the token.  When encrypting, update returns all but the last
+ * ciphertext block and final returns that block: construct_stateless_ticket
+ * hands both lengths to WPACKET_allocate_bytes(), which rejects 0.  When
+ * decrypting, update returns everything and final nothing.  Failures are
+ * shaped by what libssl does with them:
  *  - encrypt: construct_stateless_ticket turns any failure into a fatal
  *    alert, so a token failure emits random bytes instead (the ticket never
  *    decrypts; the client simply gets a full handshake next time).
@@ -55,6 +58,8 @@ typedef struct cbc_ctx {
     size_t keylen;
     int renew;
     int updated; /* the single update happened */
+    unsigned char last[BLOCK]; /* encrypt: last ciphertext block, for final */
+    int have_last;
     int failed;  /* decrypt: token refused; final reports it */
 } cbc_ctx;
 
@@ -122,7 +127,7 @@ static int cbc_init(cbc_ctx *c, int enc, const unsigned char *key,
     p11t_err e = {0};
 
     c->enc = enc;
-    c->ready = c->updated = c->failed = c->renew = 0;
+    c->ready = c->updated = c->failed = c->renew = c->have_last = 0;
     if (key != NULL) {
         p11t_prov_raise(c->pc, P11T_R_UNSUPPORTED,
                         "raw keys are not accepted: this cipher only uses "
@@ -217,7 +222,9 @@ static int cbc_update(void *vctx, unsigned char *out, size_t *outl,
                 memset(out, 0, padded);
             n = padded;
         }
-        *outl = n;
+        memcpy(c->last, out + n - BLOCK, BLOCK);
+        c->have_last = 1;
+        *outl = n - BLOCK;
         return 1;
     }
     *outl = 0;
@@ -239,9 +246,20 @@ static int cbc_final(void *vctx, unsigned char *out, size_t *outl,
     *outl = 0;
     if (!c->ready)
         return 0;
-    if (c->enc && !c->updated)
-        return cbc_update(c, out, outl, outsize, (const unsigned char *)"", 0);
-    if (!c->enc && (!c->updated || c->failed))
+    if (c->enc) {
+        size_t n = 0;
+
+        if (!c->updated &&
+            !cbc_update(c, out, &n, outsize, (const unsigned char *)"", 0))
+            return 0;
+        if (!c->have_last || outsize < BLOCK)
+            return 0;
+        memcpy(out, c->last, BLOCK);
+        c->have_last = 0;
+        *outl = BLOCK;
+        return 1;
+    }
+    if (!c->updated || c->failed)
         return 0; /* "no resumption"; see the top of the file */
     return 1;
 }
