@@ -130,6 +130,39 @@ typedef struct p11t_keyinfo {
  */
 int p11t_lifecycle_pick(const p11t_keyinfo *keys, size_t n, int64_t now);
 
+/* ---- rotation planning (pure) -------------------------------------------- */
+
+typedef struct p11t_policy {
+    int64_t encrypt_for; /* seconds a generation encrypts */
+    int64_t decrypt_for; /* seconds it still decrypts afterwards */
+    int64_t lead;        /* a successor exists this long before it is needed */
+} p11t_policy;
+
+#define P11T_PLAN_MAX_CREATE 8
+
+typedef struct p11t_plan {
+    size_t n_create;
+    p11t_times create[P11T_PLAN_MAX_CREATE];
+    size_t n_destroy;
+    uint8_t (*destroy)[P11T_NAME_LEN]; /* malloc'd; p11t_plan_free() */
+    const char *destroy_why[64];       /* reason per name, first 64 only */
+} p11t_plan;
+
+/*
+ * What `rotate` must do so that an active key exists now, a successor
+ * exists `lead` seconds ahead of the moment it is needed, and expired
+ * generations disappear.  Deterministic in (keys, now, policy): every host
+ * computes the same successor times (they chain from the current key's
+ * encrypt_until), so racing rotators create generations with identical
+ * times whose order is settled by p11t_lifecycle_pick's name tie-break.
+ * Returns 0 on success, -1 on bad arguments or allocation failure.
+ */
+int p11t_rotate_plan(const p11t_keyinfo *keys, size_t n, int64_t now,
+                     const p11t_policy *policy, p11t_plan *plan);
+void p11t_plan_free(p11t_plan *plan);
+/* Parses "90", "15s", "90m", "12h", "7d" into seconds; 0 on error. */
+int p11t_parse_duration(const char *s, int64_t *out);
+
 /* ---- the token handle ---------------------------------------------------- */
 
 typedef struct p11t_hsm p11t_hsm;
@@ -216,6 +249,23 @@ CK_RV p11t_hsm_list(p11t_hsm *h, p11t_objinfo **objs, size_t *n, p11t_err *err);
 /* Destroy both objects of a generation. */
 CK_RV p11t_hsm_destroy(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
                        p11t_err *err);
+
+/* Rewrite the lifecycle times of both objects of a generation (retire). */
+CK_RV p11t_hsm_set_times(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
+                         const p11t_times *times, p11t_err *err);
+
+/*
+ * Import existing key material (migration from key files) as a generation
+ * named `name`: C_CreateObject with CKA_SENSITIVE true, CKA_EXTRACTABLE
+ * false.  hmac_len may be 16..64; a 16-byte HMAC key is stored zero-padded
+ * to 32 bytes, which gives the same HMAC (keys shorter than the block size
+ * are zero-padded by HMAC itself; SoftHSM rejects HMAC keys under 32
+ * bytes).  Either both objects exist afterwards or neither.  The caller
+ * cleanses its copies.
+ */
+CK_RV p11t_hsm_import(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
+                      const uint8_t *aes, size_t aes_len, const uint8_t *hmac,
+                      size_t hmac_len, const p11t_times *times, p11t_err *err);
 
 /* Hex helpers for key names (lowercase, 32 chars + NUL). */
 void p11t_hex(const uint8_t name[static P11T_NAME_LEN], char out[static 33]);

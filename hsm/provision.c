@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "internal.h"
 
 static CK_RV gen_key(p11t_hsm *h, CK_SESSION_HANDLE s, p11t_role role,
@@ -154,6 +156,163 @@ CK_RV p11t_hsm_destroy(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
         p11t_err_set(err, P11T_CKR_UNKNOWN_KEY, "no key named %s", hex);
         return P11T_CKR_UNKNOWN_KEY;
     }
+    if (rv == CKR_OK)
+        (void)p11t_cache_refresh(h, &(p11t_err){0});
+    return rv;
+}
+
+CK_RV p11t_hsm_set_times(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
+                         const p11t_times *times, p11t_err *err)
+{
+    p11t_objinfo *objs;
+    CK_SESSION_HANDLE s;
+    size_t n, changed = 0;
+    unsigned ep;
+    CK_RV rv;
+
+    rv = p11t_hsm_ready(h, err);
+    if (rv != CKR_OK)
+        return rv;
+    rv = p11t_session_get(h, &s, &ep, err);
+    if (rv != CKR_OK)
+        return rv;
+    rv = p11t_scan_objects(h, s, 0, &objs, &n, err);
+    for (size_t i = 0; rv == CKR_OK && i < n; i++) {
+        char label[128];
+        CK_ATTRIBUTE a = {CKA_LABEL, label, 0};
+        int len;
+
+        if (memcmp(objs[i].name, name, P11T_NAME_LEN) != 0)
+            continue;
+        len = p11t_label_format(label, sizeof(label), objs[i].role, times);
+        if (len < 0) {
+            rv = CKR_ARGUMENTS_BAD;
+            p11t_err_set(err, rv, "invalid key times");
+            break;
+        }
+        a.ulValueLen = (CK_ULONG)len;
+        rv = h->f->C_SetAttributeValue(s, objs[i].handle, &a, 1);
+        if (rv != CKR_OK)
+            p11t_err_set(err, rv, "C_SetAttributeValue(CKA_LABEL) failed: %s",
+                         p11t_rv_name(rv));
+        else
+            changed++;
+    }
+    free(objs);
+    p11t_session_put(h, s, ep, p11t_rv_is_token_lost(rv));
+    if (rv == CKR_OK && changed == 0) {
+        char hex[33];
+
+        p11t_hex(name, hex);
+        p11t_err_set(err, P11T_CKR_UNKNOWN_KEY, "no key named %s", hex);
+        return P11T_CKR_UNKNOWN_KEY;
+    }
+    if (rv == CKR_OK)
+        (void)p11t_cache_refresh(h, &(p11t_err){0});
+    return rv;
+}
+
+static CK_RV create_key(p11t_hsm *h, CK_SESSION_HANDLE s, p11t_role role,
+                        const uint8_t *value, CK_ULONG len, const uint8_t *id,
+                        const char *label, CK_OBJECT_HANDLE *out)
+{
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = role == P11T_ROLE_AES ? CKK_AES : CKK_GENERIC_SECRET;
+    CK_BBOOL t = CK_TRUE, f = CK_FALSE;
+    CK_BBOOL is_aes = role == P11T_ROLE_AES ? CK_TRUE : CK_FALSE;
+    CK_BBOOL is_mac = role == P11T_ROLE_HMAC ? CK_TRUE : CK_FALSE;
+    CK_ATTRIBUTE tmpl[] = {
+        {CKA_CLASS, &cls, sizeof(cls)},
+        {CKA_KEY_TYPE, &kt, sizeof(kt)},
+        {CKA_VALUE, (void *)value, len},
+        {CKA_TOKEN, &t, sizeof(t)},
+        {CKA_PRIVATE, &t, sizeof(t)},
+        {CKA_SENSITIVE, &t, sizeof(t)},
+        {CKA_EXTRACTABLE, &f, sizeof(f)},
+        {CKA_MODIFIABLE, &t, sizeof(t)},
+        {CKA_ENCRYPT, &is_aes, sizeof(is_aes)},
+        {CKA_DECRYPT, &is_aes, sizeof(is_aes)},
+        {CKA_SIGN, &is_mac, sizeof(is_mac)},
+        {CKA_VERIFY, &is_mac, sizeof(is_mac)},
+        {CKA_WRAP, &f, sizeof(f)},
+        {CKA_UNWRAP, &f, sizeof(f)},
+        {CKA_DERIVE, &f, sizeof(f)},
+        {CKA_ID, (void *)id, P11T_NAME_LEN},
+        {CKA_LABEL, (void *)label, (CK_ULONG)strlen(label)},
+    };
+
+    return h->f->C_CreateObject(s, tmpl, sizeof(tmpl) / sizeof(*tmpl), out);
+}
+
+CK_RV p11t_hsm_import(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
+                      const uint8_t *aes, size_t aes_len, const uint8_t *hmac,
+                      size_t hmac_len, const p11t_times *times, p11t_err *err)
+{
+    char aes_label[128], mac_label[128];
+    uint8_t mac_buf[64];
+    size_t mac_len = hmac_len < 32 ? 32 : hmac_len;
+    CK_OBJECT_HANDLE ao, mo;
+    CK_SESSION_HANDLE s;
+    unsigned ep;
+    CK_RV rv;
+
+    if ((aes_len != 16 && aes_len != 32) || hmac_len < 16 || hmac_len > 64) {
+        p11t_err_set(err, CKR_ARGUMENTS_BAD,
+                     "import: AES key must be 16 or 32 bytes, HMAC key 16-64");
+        return CKR_ARGUMENTS_BAD;
+    }
+    if (p11t_label_format(aes_label, sizeof(aes_label), P11T_ROLE_AES, times) <
+            0 ||
+        p11t_label_format(mac_label, sizeof(mac_label), P11T_ROLE_HMAC,
+                          times) < 0) {
+        p11t_err_set(err, CKR_ARGUMENTS_BAD, "invalid key times");
+        return CKR_ARGUMENTS_BAD;
+    }
+    rv = p11t_hsm_ready(h, err);
+    if (rv != CKR_OK)
+        return rv;
+    rv = p11t_session_get(h, &s, &ep, err);
+    if (rv != CKR_OK)
+        return rv;
+    {
+        p11t_objinfo *objs;
+        size_t n, dup = 0;
+
+        rv = p11t_scan_objects(h, s, 0, &objs, &n, err);
+        for (size_t i = 0; rv == CKR_OK && i < n; i++)
+            dup |= memcmp(objs[i].name, name, P11T_NAME_LEN) == 0;
+        free(objs);
+        if (rv == CKR_OK && dup) {
+            char hex[33];
+
+            p11t_hex(name, hex);
+            rv = CKR_ARGUMENTS_BAD;
+            p11t_err_set(err, rv, "a key named %s is already on the token",
+                         hex);
+        }
+        if (rv != CKR_OK) {
+            p11t_session_put(h, s, ep, p11t_rv_is_token_lost(rv));
+            return rv;
+        }
+    }
+    memset(mac_buf, 0, sizeof(mac_buf));
+    memcpy(mac_buf, hmac, hmac_len);
+    rv = create_key(h, s, P11T_ROLE_AES, aes, (CK_ULONG)aes_len, name,
+                    aes_label, &ao);
+    if (rv != CKR_OK) {
+        p11t_err_set(err, rv, "storing the AES key failed: %s",
+                     p11t_rv_name(rv));
+    } else {
+        rv = create_key(h, s, P11T_ROLE_HMAC, mac_buf, (CK_ULONG)mac_len, name,
+                        mac_label, &mo);
+        if (rv != CKR_OK) {
+            p11t_err_set(err, rv, "storing the HMAC key failed: %s",
+                         p11t_rv_name(rv));
+            h->f->C_DestroyObject(s, ao);
+        }
+    }
+    OPENSSL_cleanse(mac_buf, sizeof(mac_buf));
+    p11t_session_put(h, s, ep, p11t_rv_is_token_lost(rv));
     if (rv == CKR_OK)
         (void)p11t_cache_refresh(h, &(p11t_err){0});
     return rv;
