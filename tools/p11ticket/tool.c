@@ -1,0 +1,534 @@
+/*
+ * tool.c - shared helpers of the p11ticket setup tool: configuration,
+ * token handle, PINs, messages.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+
+#include "tool.h"
+
+/* PKCS#11 leaves PIN length to the token; SoftHSM allows up to 255. */
+#define TOOL_PIN_MAX 256
+
+/*
+ * Why the last tty prompt for the token's user PIN failed.  hsm/ only learns
+ * "no PIN entered" from the prompt callback; the report names the cause.
+ */
+static char prompt_failure[P11T_TOOL_WHY_LEN];
+
+/* ---- messages ----------------------------------------------------------- */
+
+static void vmessage(const char *kind, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
+static void vmessage(const char *kind, const char *fmt, va_list ap)
+{
+    fputs("p11ticket: ", stderr);
+    if (kind != NULL)
+        fputs(kind, stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
+void p11t_tool_error(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vmessage(NULL, fmt, ap);
+    va_end(ap);
+}
+
+void p11t_tool_warn(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vmessage("warning: ", fmt, ap);
+    va_end(ap);
+}
+
+int p11t_tool_report(const char *what, CK_RV rv, const p11t_err *err)
+{
+    const char *msg =
+        (err != NULL && err->msg[0] != '\0') ? err->msg : p11t_rv_name(rv);
+
+    if (prompt_failure[0] != '\0') {
+        p11t_tool_error("%s: pin-source: %s", what, prompt_failure);
+        prompt_failure[0] = '\0';
+    } else {
+        p11t_tool_error("%s: %s", what, msg);
+    }
+    return rv == P11T_CKR_CONFIG ? P11T_TOOL_USAGE : P11T_TOOL_FAIL;
+}
+
+void p11t_tool_print_ossl_errors(void)
+{
+    unsigned long e;
+    const char *data;
+    int flags;
+    char buf[256];
+
+    while ((e = ERR_get_error_all(NULL, NULL, NULL, &data, &flags)) != 0) {
+        ERR_error_string_n(e, buf, sizeof(buf));
+        if ((flags & ERR_TXT_STRING) != 0 && data != NULL && *data != '\0')
+            fprintf(stderr, "p11ticket:   %s (%s)\n", buf, data);
+        else
+            fprintf(stderr, "p11ticket:   %s\n", buf);
+    }
+}
+
+void p11t_tool_getopt_reset(const p11t_tool_cmd *cmd, char **argv)
+{
+    static char argv0[64];
+
+    /* getopt's own messages start with argv[0]: "p11ticket list: ...". */
+    snprintf(argv0, sizeof(argv0), "p11ticket %s", cmd->name);
+    argv[0] = argv0;
+    /* glibc: optind = 0 re-initialises getopt's internal state as well. */
+    optind = 0;
+    opterr = 1;
+}
+
+int p11t_tool_bad_usage(const p11t_tool_cmd *cmd)
+{
+    fprintf(stderr, "Try 'p11ticket %s --help'.\n", cmd->name);
+    return P11T_TOOL_USAGE;
+}
+
+/* ---- configuration ------------------------------------------------------ */
+
+/*
+ * Exact lookup inside one section.  NCONF_get_string() would fall back to
+ * the default section; OpenSSL's own config modules iterate the section's
+ * values (crypto/conf/conf_mod.c, crypto/provider_conf.c), and so do we, so
+ * the tool finds exactly the section the servers load.
+ */
+static const char *section_value(const CONF *conf, const char *section,
+                                 const char *key)
+{
+    STACK_OF(CONF_VALUE) *sk = NCONF_get_section(conf, section);
+    int i;
+
+    if (sk == NULL)
+        return NULL;
+    for (i = 0; i < sk_CONF_VALUE_num(sk); i++) {
+        const CONF_VALUE *v = sk_CONF_VALUE_value(sk, i);
+
+        if (strcmp(v->name, key) == 0)
+            return v->value;
+    }
+    return NULL;
+}
+
+static int resolve_config_file(p11t_tool *t)
+{
+    const char *env;
+
+    if (t->config_file != NULL)
+        return P11T_TOOL_OK;
+    env = getenv("OPENSSL_CONF");
+    if (env != NULL && *env != '\0') {
+        t->config_file = env;
+        return P11T_TOOL_OK;
+    }
+    /* The file OpenSSL itself loads when OPENSSL_CONF is unset. */
+    t->config_file_owned = CONF_get1_default_config_file();
+    if (t->config_file_owned == NULL) {
+        p11t_tool_error("no configuration file: use --config FILE or set "
+                        "OPENSSL_CONF");
+        return P11T_TOOL_USAGE;
+    }
+    t->config_file = t->config_file_owned;
+    return P11T_TOOL_OK;
+}
+
+static int load_conf_file(p11t_tool *t)
+{
+    long eline = -1;
+    unsigned long e;
+    const char *reason;
+
+    t->conf = NCONF_new(NULL);
+    if (t->conf == NULL) {
+        p11t_tool_error("out of memory");
+        return P11T_TOOL_FAIL;
+    }
+    ERR_set_mark();
+    if (NCONF_load(t->conf, t->config_file, &eline) > 0) {
+        ERR_pop_to_mark();
+        return P11T_TOOL_OK;
+    }
+    e = ERR_peek_last_error();
+    reason = ERR_reason_error_string(e);
+    if (reason == NULL)
+        reason = "cannot load";
+    if (eline > 0)
+        p11t_tool_error("%s:%ld: %s", t->config_file, eline, reason);
+    else
+        p11t_tool_error("%s: %s", t->config_file, reason);
+    ERR_pop_to_mark();
+    return P11T_TOOL_USAGE;
+}
+
+/* openssl_conf -> [init] providers -> [providers] NAME -> provider section */
+static int find_provider_section(p11t_tool *t)
+{
+    const char *file = t->config_file;
+    const char *init, *providers;
+
+    init = section_value(t->conf, "default", "openssl_conf");
+    if (init == NULL) {
+        p11t_tool_error("%s: no 'openssl_conf' in the default section, so "
+                        "OpenSSL loads no providers from this file",
+                        file);
+        return P11T_TOOL_USAGE;
+    }
+    if (NCONF_get_section(t->conf, init) == NULL) {
+        p11t_tool_error("%s: openssl_conf names section [%s], which does not "
+                        "exist",
+                        file, init);
+        return P11T_TOOL_USAGE;
+    }
+    providers = section_value(t->conf, init, "providers");
+    if (providers == NULL) {
+        p11t_tool_error("%s: section [%s] has no 'providers' key", file, init);
+        return P11T_TOOL_USAGE;
+    }
+    if (NCONF_get_section(t->conf, providers) == NULL) {
+        p11t_tool_error("%s: [%s] providers names section [%s], which does "
+                        "not exist",
+                        file, init, providers);
+        return P11T_TOOL_USAGE;
+    }
+    t->section = section_value(t->conf, providers, t->provider_name);
+    if (t->section == NULL) {
+        p11t_tool_error("%s: section [%s] has no '%s' entry (the provider "
+                        "to configure; see --section)",
+                        file, providers, t->provider_name);
+        return P11T_TOOL_USAGE;
+    }
+    if (NCONF_get_section(t->conf, t->section) == NULL) {
+        p11t_tool_error("%s: [%s] %s names section [%s], which does not "
+                        "exist",
+                        file, providers, t->provider_name, t->section);
+        return P11T_TOOL_USAGE;
+    }
+    return P11T_TOOL_OK;
+}
+
+int p11t_tool_load_config(p11t_tool *t)
+{
+    STACK_OF(CONF_VALUE) * sk;
+    p11t_err err;
+    CK_RV rv;
+    int rc, i;
+
+    if ((rc = resolve_config_file(t)) != P11T_TOOL_OK)
+        return rc;
+    if ((rc = load_conf_file(t)) != P11T_TOOL_OK)
+        return rc;
+    if ((rc = find_provider_section(t)) != P11T_TOOL_OK)
+        return rc;
+
+    t->cfg = p11t_config_new();
+    if (t->cfg == NULL) {
+        p11t_tool_error("out of memory");
+        return P11T_TOOL_FAIL;
+    }
+    p11t_err_clear(&err);
+    sk = NCONF_get_section(t->conf, t->section);
+    for (i = 0; i < sk_CONF_VALUE_num(sk); i++) {
+        const CONF_VALUE *v = sk_CONF_VALUE_value(sk, i);
+
+        rv = p11t_config_set(t->cfg, v->name, v->value, &err);
+        if (rv != CKR_OK) {
+            p11t_tool_error("%s: [%s] %s", t->config_file, t->section,
+                            err.msg[0] != '\0' ? err.msg : p11t_rv_name(rv));
+            return P11T_TOOL_USAGE;
+        }
+    }
+    rv = p11t_config_check(t->cfg, &err);
+    if (rv != CKR_OK) {
+        p11t_tool_error("%s: [%s] %s", t->config_file, t->section,
+                        err.msg[0] != '\0' ? err.msg : p11t_rv_name(rv));
+        return P11T_TOOL_USAGE;
+    }
+    return P11T_TOOL_OK;
+}
+
+const char *p11t_tool_conf_value(const p11t_tool *t, const char *key)
+{
+    if (t->conf == NULL || t->section == NULL)
+        return NULL;
+    return section_value(t->conf, t->section, key);
+}
+
+static int hsm_prompt(char *buf, size_t len, void *arg)
+{
+    const p11t_tool *t = arg;
+    const char *uri = p11t_tool_conf_value(t, "token-uri");
+    char prompt[512];
+    int n;
+
+    snprintf(prompt, sizeof(prompt),
+             "User PIN for %s: ", uri != NULL ? uri : "the token");
+    n = p11t_tool_tty_secret(prompt, buf, len, prompt_failure);
+    if (n == 0) {
+        snprintf(prompt_failure, sizeof(prompt_failure), "empty PIN");
+        return -1;
+    }
+    if (n > 0)
+        prompt_failure[0] = '\0';
+    return n;
+}
+
+int p11t_tool_open_hsm(p11t_tool *t)
+{
+    p11t_config *cfg = t->cfg;
+    p11t_err err;
+    CK_RV rv;
+
+    p11t_err_clear(&err);
+    t->cfg = NULL; /* p11t_hsm_new() owns it from here, even on error */
+    rv = p11t_hsm_new(cfg, &t->hsm, &err);
+    if (rv != CKR_OK) {
+        t->hsm = NULL;
+        return p11t_tool_report(t->config_file, rv, &err);
+    }
+    p11t_hsm_set_pin_prompt(t->hsm, hsm_prompt, t);
+    return P11T_TOOL_OK;
+}
+
+void p11t_tool_cleanup(p11t_tool *t)
+{
+    /* No C_Finalize here: SoftHSM crashes when finalized at exit. */
+    p11t_hsm_free(t->hsm);
+    t->hsm = NULL;
+    p11t_config_free(t->cfg);
+    t->cfg = NULL;
+    NCONF_free(t->conf);
+    t->conf = NULL;
+    t->section = NULL;
+    OPENSSL_free(t->config_file_owned);
+    t->config_file_owned = NULL;
+}
+
+/* ---- PINs -----------------------------------------------------------------
+ */
+
+static volatile sig_atomic_t tty_signo;
+
+static void tty_on_signal(int sig)
+{
+    tty_signo = sig;
+}
+
+static void tty_write(int fd, const char *s)
+{
+    size_t len = strlen(s);
+
+    while (len > 0) {
+        ssize_t w = write(fd, s, len);
+
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return;
+        s += w;
+        len -= (size_t)w;
+    }
+}
+
+int p11t_tool_tty_secret(const char *prompt, char *buf, size_t len,
+                         char why[static P11T_TOOL_WHY_LEN])
+{
+    /* Signals that would otherwise leave the terminal with echo off. */
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+    struct sigaction sa, saved[sizeof(sigs) / sizeof(sigs[0])];
+    struct termios old, noecho;
+    int fd, have_term, done = 0, too_long = 0;
+    size_t n = 0, i;
+
+    why[0] = '\0';
+    if (len < 2) {
+        snprintf(why, P11T_TOOL_WHY_LEN, "no room for a PIN");
+        return -1;
+    }
+    fd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(why, P11T_TOOL_WHY_LEN,
+                 "'prompt' needs a terminal, but /dev/tty: %s (use file: or "
+                 "env:)",
+                 strerror(errno));
+        return -1;
+    }
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = tty_on_signal; /* no SA_RESTART: read() must return */
+    sigemptyset(&sa.sa_mask);
+    tty_signo = 0;
+    for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        sigaction(sigs[i], &sa, &saved[i]);
+
+    have_term = tcgetattr(fd, &old) == 0;
+    if (have_term) {
+        noecho = old;
+        noecho.c_lflag &= ~(tcflag_t)(ECHO | ECHOE | ECHOK | ECHONL);
+        noecho.c_lflag |= ICANON;
+        tcsetattr(fd, TCSAFLUSH, &noecho);
+    }
+    tty_write(fd, prompt);
+
+    /* One byte at a time, so no stdio buffer ever holds the PIN. */
+    while (tty_signo == 0) {
+        char c;
+        ssize_t r = read(fd, &c, 1);
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        if (c == '\n' || c == '\r') {
+            done = 1;
+            break;
+        }
+        if (n + 1 < len)
+            buf[n++] = c;
+        else
+            too_long = 1;
+        OPENSSL_cleanse(&c, sizeof(c));
+    }
+    buf[n] = '\0';
+
+    if (have_term)
+        tcsetattr(fd, TCSAFLUSH, &old);
+    tty_write(fd, "\n");
+    close(fd);
+    for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        sigaction(sigs[i], &saved[i], NULL);
+    if (tty_signo != 0) {
+        OPENSSL_cleanse(buf, len);
+        snprintf(why, P11T_TOOL_WHY_LEN, "interrupted");
+        raise(tty_signo);
+        return -1;
+    }
+    if (too_long) {
+        OPENSSL_cleanse(buf, len);
+        snprintf(why, P11T_TOOL_WHY_LEN,
+                 "PIN too long (at most %zu characters)", len - 1);
+        return -1;
+    }
+    if (!done) {
+        OPENSSL_cleanse(buf, len);
+        snprintf(why, P11T_TOOL_WHY_LEN, "no PIN entered");
+        return -1;
+    }
+    return (int)n;
+}
+
+int p11t_tool_pin_get(const char *source, const char *what, const char *origin,
+                      int confirm, p11t_tool_pin *pin)
+{
+    char prompt[128], why[P11T_TOOL_WHY_LEN], *again = NULL;
+    p11t_err err;
+    CK_RV rv;
+    int n, m;
+
+    memset(pin, 0, sizeof(*pin));
+    if (source == NULL) {
+        p11t_tool_error("%s: not set", origin);
+        return P11T_TOOL_USAGE;
+    }
+    if (strcmp(source, "prompt") != 0) {
+        static const char pfx[] = "pin-source: ";
+        const char *msg;
+
+        p11t_err_clear(&err);
+        rv = p11t_pin_read(source, &pin->buf, &pin->len, &err);
+        if (rv != CKR_OK) {
+            pin->buf = NULL;
+            /* hsm/ names the key "pin-source"; origin says which one. */
+            msg = err.msg[0] != '\0' ? err.msg : p11t_rv_name(rv);
+            if (strncmp(msg, pfx, sizeof(pfx) - 1) == 0)
+                msg += sizeof(pfx) - 1;
+            p11t_tool_error("%s: %s", origin, msg);
+            return rv == P11T_CKR_CONFIG ? P11T_TOOL_USAGE : P11T_TOOL_FAIL;
+        }
+        pin->from_hsm = 1;
+        return P11T_TOOL_OK;
+    }
+
+    pin->buf = OPENSSL_secure_zalloc(TOOL_PIN_MAX + 1);
+    if (pin->buf == NULL || (confirm && (again = OPENSSL_secure_zalloc(
+                                             TOOL_PIN_MAX + 1)) == NULL)) {
+        p11t_tool_pin_release(pin);
+        p11t_tool_error("out of memory");
+        return P11T_TOOL_FAIL;
+    }
+    snprintf(prompt, sizeof(prompt), "%s%s: ", confirm ? "New " : "", what);
+    n = p11t_tool_tty_secret(prompt, pin->buf, TOOL_PIN_MAX + 1, why);
+    if (n == 0)
+        snprintf(why, sizeof(why), "empty PIN");
+    if (n > 0 && confirm) {
+        snprintf(prompt, sizeof(prompt), "Repeat the new %s: ", what);
+        m = p11t_tool_tty_secret(prompt, again, TOOL_PIN_MAX + 1, why);
+        if (m >= 0 && (m != n || CRYPTO_memcmp(again, pin->buf, n) != 0)) {
+            snprintf(why, sizeof(why), "the two entries differ");
+            m = -1;
+        }
+        if (m < 0)
+            n = -1;
+    }
+    OPENSSL_secure_clear_free(again, TOOL_PIN_MAX + 1);
+    if (n <= 0) {
+        p11t_tool_error("%s: %s", what, why);
+        p11t_tool_pin_release(pin);
+        return P11T_TOOL_FAIL;
+    }
+    pin->len = (size_t)n;
+    return P11T_TOOL_OK;
+}
+
+void p11t_tool_pin_release(p11t_tool_pin *pin)
+{
+    if (pin->buf != NULL) {
+        if (pin->from_hsm)
+            p11t_pin_free(pin->buf, pin->len);
+        else
+            OPENSSL_secure_clear_free(pin->buf, TOOL_PIN_MAX + 1);
+    }
+    memset(pin, 0, sizeof(*pin));
+}
+
+/* ---- formatting ------------------------------------------------------------
+ */
+
+void p11t_tool_format_time(int64_t t, char out[static 32])
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+
+    if (t == P11T_TIME_NEVER) {
+        strcpy(out, "never");
+        return;
+    }
+    if ((int64_t)tt != t || gmtime_r(&tt, &tm) == NULL ||
+        strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(out, 32, "@%lld", (long long)t);
+}
+
+int64_t p11t_tool_now(void)
+{
+    return (int64_t)time(NULL);
+}

@@ -1,0 +1,124 @@
+/*
+ * tool.h - shared helpers of the p11ticket setup tool.
+ *
+ * The tool is a table of subcommands (main.c), one file per command
+ * (cmd_*.c), and these helpers (tool.c): reading the provider section of
+ * openssl.cnf exactly as the servers see it, opening the token through
+ * hsm/, PIN prompts, and error reporting.  Only the tool prints; hsm/ hands
+ * back a p11t_err and the tool turns it into one line on stderr.
+ */
+#ifndef P11T_TOOL_H
+#define P11T_TOOL_H
+
+#include <stdio.h>
+
+#include <openssl/conf.h>
+
+#include "hsm.h"
+
+/* Exit status of the tool and of every command. */
+#define P11T_TOOL_OK 0
+#define P11T_TOOL_FAIL 1  /* token or operation failure */
+#define P11T_TOOL_USAGE 2 /* usage or configuration error */
+
+#define P11T_TOOL_DEFAULT_SECTION "p11ticket"
+
+typedef struct p11t_tool {
+    /* From the global options. */
+    const char *config_file; /* NULL until resolved */
+    char *config_file_owned; /* set when the default path was allocated */
+    const char *provider_name;
+    int verbose;
+
+    /* Filled by p11t_tool_load_config(). */
+    CONF *conf;
+    const char *section; /* the provider's section inside conf */
+    p11t_config *cfg;    /* validated; owned until p11t_tool_open_hsm() */
+
+    /* Filled by p11t_tool_open_hsm(). */
+    p11t_hsm *hsm;
+} p11t_tool;
+
+typedef struct p11t_tool_cmd {
+    const char *name;
+    const char *summary; /* one line for the command list */
+    /* argv[0] is the command name; returns a P11T_TOOL_* status. */
+    int (*run)(p11t_tool *t, int argc, char **argv);
+    void (*usage)(FILE *fp);
+} p11t_tool_cmd;
+
+extern const p11t_tool_cmd p11t_tool_cmd_init_token;
+extern const p11t_tool_cmd p11t_tool_cmd_create;
+extern const p11t_tool_cmd p11t_tool_cmd_list;
+extern const p11t_tool_cmd p11t_tool_cmd_check;
+
+/* ---- messages ----------------------------------------------------------- */
+
+void p11t_tool_error(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+void p11t_tool_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/*
+ * Print a p11t_err (its message is secret-free by contract) prefixed with
+ * `what`, and return the matching exit status: P11T_TOOL_USAGE for
+ * configuration errors, P11T_TOOL_FAIL otherwise.
+ */
+int p11t_tool_report(const char *what, CK_RV rv, const p11t_err *err);
+/* Print the OpenSSL error queue, one line per entry, then clear it. */
+void p11t_tool_print_ossl_errors(void);
+
+/*
+ * Option parsing for commands: reset getopt so a command can parse its own
+ * argv, and the common reaction to an unknown option.
+ */
+void p11t_tool_getopt_reset(const p11t_tool_cmd *cmd, char **argv);
+int p11t_tool_bad_usage(const p11t_tool_cmd *cmd);
+
+/* ---- configuration ------------------------------------------------------ */
+
+/*
+ * Load the config file, follow openssl_conf -> providers -> provider_name to
+ * the provider's section, feed every key to p11t_config_set() and run
+ * p11t_config_check().  Prints one line naming file/section/key on failure.
+ */
+int p11t_tool_load_config(p11t_tool *t);
+/* Raw value of a key in the provider section (after load), or NULL. */
+const char *p11t_tool_conf_value(const p11t_tool *t, const char *key);
+/* Hand the config to hsm/ and install the tty PIN prompt. */
+int p11t_tool_open_hsm(p11t_tool *t);
+void p11t_tool_cleanup(p11t_tool *t);
+
+/* ---- PINs -----------------------------------------------------------------
+ */
+
+typedef struct p11t_tool_pin {
+    char *buf; /* NUL-terminated */
+    size_t len;
+    int from_hsm; /* released with p11t_pin_free() rather than by us */
+} p11t_tool_pin;
+
+/*
+ * Read a PIN from a pin-source value: "file:", "env:" go through
+ * p11t_pin_read(); "prompt" asks on /dev/tty with echo off (twice when
+ * `confirm` is set, for a PIN being chosen).  `what` names the PIN in
+ * prompts ("SO PIN"), `origin` names where the source came from in
+ * messages ("init-token: --so-pin-source").  Never prints the PIN.
+ */
+int p11t_tool_pin_get(const char *source, const char *what, const char *origin,
+                      int confirm, p11t_tool_pin *pin);
+void p11t_tool_pin_release(p11t_tool_pin *pin);
+/*
+ * Ask for a secret on /dev/tty with echo off.  Returns its length, or -1
+ * with the reason (never the input) in `why`.
+ */
+#define P11T_TOOL_WHY_LEN 160
+int p11t_tool_tty_secret(const char *prompt, char *buf, size_t len,
+                         char why[static P11T_TOOL_WHY_LEN]);
+
+/* ---- formatting ------------------------------------------------------------
+ */
+
+/* "2025-01-31T12:00:00Z", or "never" for P11T_TIME_NEVER. */
+void p11t_tool_format_time(int64_t t, char out[static 32]);
+int64_t p11t_tool_now(void);
+
+#endif /* P11T_TOOL_H */
