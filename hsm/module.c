@@ -78,14 +78,12 @@ void p11t_hsm_free(p11t_hsm *h)
     if (h == NULL)
         return;
     /*
-     * Sessions are closed only if this process initialised the module;
-     * the module itself stays loaded and initialised (see top of file).
+     * No PKCS#11 call here.  Provider teardown runs from OPENSSL_cleanup at
+     * exit, after SoftHSM's own exit handlers have destroyed its state, and
+     * C_CloseSession then crashes.  The sessions and the module die with
+     * the process; an unloaded provider leaves its sessions open, which
+     * costs the module a few bytes and nothing else.
      */
-    if (h->f != NULL && h->ready && h->pid == getpid()) {
-        for (size_t i = 0; i < h->pool_n; i++)
-            h->f->C_CloseSession(h->pool[i]);
-        h->f->C_CloseSession(h->login_session);
-    }
     free(h->pool);
     free(h->entries);
     pthread_mutex_destroy(&h->lock);

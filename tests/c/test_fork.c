@@ -1,0 +1,332 @@
+/*
+ * test_fork.c - a forked child keeps working with the token.
+ *
+ * Pre-forking servers initialise, then fork workers.  OpenSSL gives
+ * providers no fork notification and a PKCS#11 session does not survive
+ * fork(), so the child must re-initialise by itself (DESIGN.md §1, §2).
+ *
+ * Round 1: the parent issues tickets (TLS 1.2 and 1.3) and forks.  The child
+ * resumes the parent's tickets, issues its own and sends them back through a
+ * pipe; the parent resumes those.  Round 2 repeats this after the parent did
+ * more work, and the second child also resumes the first child's tickets.
+ * A child reports through its exit status.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/ssl.h>
+
+#include "p11ticket.h"
+#include "support.h"
+
+#define N_SESS 2 /* one TLS 1.2, one TLS 1.3 */
+
+static t_env env;
+static uint8_t key[16];
+static SSL_CTX *sctx, *cctx;
+static const int versions[N_SESS] = {TLS1_2_VERSION, TLS1_3_VERSION};
+
+static const char *vname(int v)
+{
+    return v == TLS1_3_VERSION ? "TLS 1.3" : "TLS 1.2";
+}
+
+static int ticket_ours(const SSL_SESSION *s)
+{
+    const unsigned char *t;
+
+    return t_ticket(s, &t) >= 16 && memcmp(t, key, 16) == 0;
+}
+
+/* A full handshake for each version. */
+static int issue(const char *who, SSL_SESSION *out[N_SESS])
+{
+    int ok = 1;
+
+    for (int i = 0; i < N_SESS; i++) {
+        t_conn_opts o = {.version = versions[i]};
+        t_conn r;
+
+        out[i] = NULL;
+        if (!CHECKF(t_connect(sctx, cctx, &o, &r), "%s %s: %s", who,
+                    vname(versions[i]), r.why)) {
+            ok = 0;
+            continue;
+        }
+        ok &= CHECKF(ticket_ours(r.session), "%s %s: no token ticket", who,
+                     vname(versions[i]));
+        out[i] = r.session;
+        r.session = NULL;
+        t_conn_clear(&r);
+    }
+    return ok;
+}
+
+static int resume_all(const char *who, const char *whose,
+                      SSL_SESSION *s[N_SESS])
+{
+    int ok = 1;
+
+    for (int i = 0; i < N_SESS; i++) {
+        t_conn_opts o = {.version = versions[i], .session = s[i]};
+        t_conn r;
+
+        if (!CHECKF(s[i] != NULL, "%s: no %s session from %s", who,
+                    vname(versions[i]), whose)) {
+            ok = 0;
+            continue;
+        }
+        if (!CHECKF(t_connect(sctx, cctx, &o, &r), "%s resuming %s's %s: %s",
+                    who, whose, vname(versions[i]), r.why)) {
+            ok = 0;
+            continue;
+        }
+        ok &= CHECKF(r.client_reused && r.server_reused,
+                     "%s: %s ticket from %s not resumed (client %d server %d)",
+                     who, vname(versions[i]), whose, r.client_reused,
+                     r.server_reused);
+        t_conn_clear(&r);
+    }
+    return ok;
+}
+
+static void free_all(SSL_SESSION *s[N_SESS])
+{
+    for (int i = 0; i < N_SESS; i++) {
+        SSL_SESSION_free(s[i]);
+        s[i] = NULL;
+    }
+}
+
+/* ---- session transport: [u32 length][DER] per session ------------------- */
+
+static int write_all(int fd, const void *p, size_t n)
+{
+    const unsigned char *c = p;
+
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return 0;
+        c += w;
+        n -= (size_t)w;
+    }
+    return 1;
+}
+
+static int read_all(int fd, void *p, size_t n)
+{
+    unsigned char *c = p;
+
+    while (n > 0) {
+        ssize_t r = read(fd, c, n);
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return 0;
+        c += r;
+        n -= (size_t)r;
+    }
+    return 1;
+}
+
+static int send_sessions(int fd, SSL_SESSION *s[N_SESS])
+{
+    for (int i = 0; i < N_SESS; i++) {
+        unsigned char *der = NULL;
+        int len = s[i] != NULL ? i2d_SSL_SESSION(s[i], &der) : 0;
+        uint32_t l = len > 0 ? (uint32_t)len : 0;
+        int ok =
+            write_all(fd, &l, sizeof(l)) && (l == 0 || write_all(fd, der, l));
+
+        OPENSSL_free(der);
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+static int recv_sessions(int fd, SSL_SESSION *s[N_SESS])
+{
+    for (int i = 0; i < N_SESS; i++) {
+        uint32_t l;
+        unsigned char *der;
+        const unsigned char *p;
+
+        s[i] = NULL;
+        if (!read_all(fd, &l, sizeof(l)) || l > 65536)
+            return 0;
+        if (l == 0)
+            continue;
+        der = OPENSSL_malloc(l);
+        if (der == NULL || !read_all(fd, der, l)) {
+            OPENSSL_free(der);
+            return 0;
+        }
+        p = der;
+        s[i] = d2i_SSL_SESSION(NULL, &p, (long)l);
+        OPENSSL_free(der);
+    }
+    return 1;
+}
+
+/* ---- the child ------------------------------------------------------------
+ */
+
+typedef struct round_arg {
+    const char *name;
+    SSL_SESSION **from_parent;
+    SSL_SESSION **from_other_child; /* or NULL */
+    int fd;                         /* write end of the pipe */
+} round_arg;
+
+static int child(const round_arg *a)
+{
+    SSL_SESSION *own[N_SESS] = {0};
+    p11ticket_stats before, after;
+    int ok = 1;
+
+    ok &= CHECK(p11ticket_get_stats(sctx, &before) == 1);
+    ok &= resume_all(a->name, "the parent", a->from_parent);
+    if (a->from_other_child != NULL)
+        ok &= resume_all(a->name, "the first child", a->from_other_child);
+    ok &= issue(a->name, own);
+    ok &= resume_all(a->name, "itself", own);
+    ok &= CHECK(p11ticket_get_stats(sctx, &after) == 1);
+    ok &=
+        CHECKF(after.errors == before.errors && after.refused == before.refused,
+               "%s: errors %llu -> %llu, refused %llu -> %llu", a->name,
+               before.errors, after.errors, before.refused, after.refused);
+    ok &= CHECKF(after.issued > before.issued, "%s: issued nothing", a->name);
+    ok &= CHECK(send_sessions(a->fd, own));
+    free_all(own);
+    return ok;
+}
+
+/* Forks; the child runs child(), the parent collects its sessions. */
+static int run_round(round_arg *a, SSL_SESSION *got[N_SESS])
+{
+    int fd[2], status;
+    pid_t pid;
+    int ok;
+
+    REQUIRE(pipe(fd) == 0);
+    fflush(NULL);
+    pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        unsigned long failed = t_failed;
+        int r;
+
+        close(fd[0]);
+        a->fd = fd[1];
+        r = child(a);
+        close(fd[1]);
+        fprintf(stderr, "  [%s: %s]\n", a->name,
+                r && t_failed == failed ? "ok" : "FAILED");
+        fflush(NULL);
+        _exit(r && t_failed == failed ? 0 : 1);
+    }
+    close(fd[1]);
+    ok = recv_sessions(fd[0], got);
+    close(fd[0]);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+           "%s failed (status %d%s)", a->name,
+           WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
+           WIFSIGNALED(status) ? ", signal" : "");
+    CHECKF(ok, "%s: no sessions came back", a->name);
+    return ok;
+}
+
+static int scenario(void *arg)
+{
+    SSL_SESSION *p1[N_SESS] = {0}, *p2[N_SESS] = {0};
+    SSL_SESSION *c1[N_SESS] = {0}, *c2[N_SESS] = {0};
+    OSSL_LIB_CTX *libctx;
+    char cnf[512];
+    round_arg a;
+
+    (void)arg;
+    REQUIRE(t_write_cnf(&env, "openssl.cnf", NULL, cnf, sizeof(cnf)));
+    libctx = t_libctx_load(cnf);
+    REQUIRE(libctx != NULL);
+    sctx = p11ticket_SSL_CTX_new(libctx, TLS_server_method());
+    cctx = SSL_CTX_new(TLS_client_method());
+    REQUIRE(sctx != NULL && cctx != NULL);
+    REQUIRE(t_use_new_cert(sctx, libctx));
+    SSL_CTX_set_session_cache_mode(sctx, SSL_SESS_CACHE_OFF);
+    CHECK_EQ(p11ticket_enable(sctx), 1);
+
+    t_section("round 1: parent issues, child resumes and issues");
+    issue("parent", p1);
+    a = (round_arg){.name = "child 1", .from_parent = p1};
+    run_round(&a, c1);
+    resume_all("parent", "child 1", c1);
+    resume_all("parent", "itself", p1);
+
+    t_section("round 2: after more work in the parent");
+    for (int i = 0; i < 5; i++) {
+        SSL_SESSION *more[N_SESS] = {0};
+
+        issue("parent (more work)", more);
+        resume_all("parent (more work)", "itself", more);
+        free_all(more);
+    }
+    issue("parent", p2);
+    a = (round_arg){
+        .name = "child 2", .from_parent = p2, .from_other_child = c1};
+    run_round(&a, c2);
+    resume_all("parent", "child 2", c2);
+    resume_all("parent", "child 1", c1);
+    resume_all("parent", "itself (round 1)", p1);
+
+    {
+        p11ticket_stats st;
+
+        CHECK(p11ticket_get_stats(sctx, &st) == 1);
+        CHECKF(st.errors == 0 && st.refused == 0,
+               "parent: errors %llu refused %llu", st.errors, st.refused);
+    }
+    free_all(p1);
+    free_all(p2);
+    free_all(c1);
+    free_all(c2);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(cctx);
+    OSSL_LIB_CTX_free(libctx);
+    return 1;
+}
+
+int main(void)
+{
+    int64_t now = (int64_t)time(NULL);
+
+    REQUIRE(t_env_init(&env, "fork"));
+    REQUIRE(t_key_create(&env, NULL, now - 60, INT64_MAX, INT64_MAX, key));
+
+    /* Each scenario in its own process, so each parent starts with a
+     * provider that has never touched the token. */
+    t_section("plain SoftHSM");
+    CHECKF(t_in_child("plain SoftHSM", scenario, NULL), "plain SoftHSM");
+
+    /* With reset_on_fork SoftHSM forgets everything in a forked child: a
+     * child that does not re-initialise gets CKR_CRYPTOKI_NOT_INITIALIZED,
+     * as with a real token behind a daemon. */
+    t_section("SoftHSM library.reset_on_fork = true");
+    REQUIRE(t_env_softhsm_option(&env, "library.reset_on_fork = true"));
+    CHECKF(t_in_child("reset_on_fork", scenario, NULL), "reset_on_fork");
+
+    t_env_cleanup(&env);
+    return t_finish("test_fork");
+}
