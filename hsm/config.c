@@ -23,6 +23,9 @@ p11t_config *p11t_config_new(void)
     cfg->refresh_s = DEFAULT_REFRESH_S;
     cfg->rescan_s = DEFAULT_RESCAN_S;
     cfg->max_sessions = DEFAULT_MAX_SESSIONS;
+    cfg->policy.encrypt_for = 12 * 3600;
+    cfg->policy.decrypt_for = 24 * 3600;
+    cfg->policy.lead = 3600;
     return cfg;
 }
 
@@ -41,6 +44,27 @@ void p11t_config_free(p11t_config *cfg)
 unsigned p11t_config_refresh_interval(const p11t_config *cfg)
 {
     return cfg->refresh_s;
+}
+
+void p11t_config_policy(const p11t_config *cfg, p11t_policy *out)
+{
+    *out = cfg->policy;
+}
+
+int p11t_config_auto_rotate(const p11t_config *cfg)
+{
+    return cfg->auto_rotate;
+}
+
+const char *p11t_config_get(const p11t_config *cfg, const char *key)
+{
+    if (strcmp(key, "pkcs11-module") == 0)
+        return cfg->module_path;
+    if (strcmp(key, "token-uri") == 0)
+        return cfg->token_uri;
+    if (strcmp(key, "pin-source") == 0)
+        return cfg->pin_source;
+    return NULL;
 }
 
 static CK_RV set_string(char **slot, const char *key, const char *value,
@@ -79,6 +103,36 @@ bad:
     p11t_err_set(err, P11T_CKR_CONFIG,
                  "%s: '%.64s' is not a whole number between %u and %u", key,
                  value, lo, hi);
+    return P11T_CKR_CONFIG;
+}
+
+static CK_RV set_duration(int64_t *slot, const char *key, const char *value,
+                          p11t_err *err)
+{
+    if (!p11t_parse_duration(value, slot)) {
+        p11t_err_set(err, P11T_CKR_CONFIG,
+                     "%s: '%.64s' is not a duration such as 15s, 90m, 12h "
+                     "or 7d", key, value);
+        return P11T_CKR_CONFIG;
+    }
+    return CKR_OK;
+}
+
+static CK_RV set_bool(int *slot, const char *key, const char *value,
+                      p11t_err *err)
+{
+    if (strcmp(value, "yes") == 0 || strcmp(value, "1") == 0 ||
+        strcmp(value, "true") == 0) {
+        *slot = 1;
+        return CKR_OK;
+    }
+    if (strcmp(value, "no") == 0 || strcmp(value, "0") == 0 ||
+        strcmp(value, "false") == 0) {
+        *slot = 0;
+        return CKR_OK;
+    }
+    p11t_err_set(err, P11T_CKR_CONFIG, "%s: '%.64s' is not yes or no", key,
+                 value);
     return P11T_CKR_CONFIG;
 }
 
@@ -187,6 +241,14 @@ static CK_RV config_set(p11t_config *cfg, const char *key, const char *value,
         return set_uint(&cfg->rescan_s, key, value, 0, 3600, err);
     if (strcmp(key, "max-sessions") == 0)
         return set_uint(&cfg->max_sessions, key, value, 1, 4096, err);
+    if (strcmp(key, "auto-rotate") == 0)
+        return set_bool(&cfg->auto_rotate, key, value, err);
+    if (strcmp(key, "encrypt-for") == 0)
+        return set_duration(&cfg->policy.encrypt_for, key, value, err);
+    if (strcmp(key, "decrypt-for") == 0)
+        return set_duration(&cfg->policy.decrypt_for, key, value, err);
+    if (strcmp(key, "rotate-lead") == 0)
+        return set_duration(&cfg->policy.lead, key, value, err);
     p11t_err_set(err, P11T_CKR_CONFIG,
                  "%.64s: unknown key in the p11ticket provider section", key);
     return P11T_CKR_CONFIG;

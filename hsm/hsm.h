@@ -63,6 +63,8 @@ CK_RV p11t_config_set(p11t_config *cfg, const char *key, const char *value,
 CK_RV p11t_config_check(p11t_config *cfg, p11t_err *err);
 /* Configured refresh interval in seconds (key "refresh-interval"). */
 unsigned p11t_config_refresh_interval(const p11t_config *cfg);
+/* String value of pkcs11-module, token-uri or pin-source (NULL if unset). */
+const char *p11t_config_get(const p11t_config *cfg, const char *key);
 
 /*
  * Read a PIN from a pin-source value ("file:/path", "env:VAR").  The file
@@ -162,6 +164,10 @@ int p11t_rotate_plan(const p11t_keyinfo *keys, size_t n, int64_t now,
 void p11t_plan_free(p11t_plan *plan);
 /* Parses "90", "15s", "90m", "12h", "7d" into seconds; 0 on error. */
 int p11t_parse_duration(const char *s, int64_t *out);
+/* Rotation policy from the section (encrypt-for, decrypt-for, rotate-lead;
+ * defaults 12h, 24h, 1h) and whether auto-rotate is on. */
+void p11t_config_policy(const p11t_config *cfg, p11t_policy *out);
+int p11t_config_auto_rotate(const p11t_config *cfg);
 
 /* ---- the token handle ---------------------------------------------------- */
 

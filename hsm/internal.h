@@ -21,6 +21,8 @@ struct p11t_config {
     unsigned refresh_s;  /* refresh-interval */
     unsigned rescan_s;   /* rescan-interval */
     unsigned max_sessions; /* max-sessions */
+    int auto_rotate;     /* auto-rotate */
+    p11t_policy policy;  /* encrypt-for, decrypt-for, rotate-lead */
     p11t_err err;        /* first configuration error, reported lazily */
 };
 
@@ -81,6 +83,11 @@ void p11t_hsm_mark_broken(p11t_hsm *h, CK_RV rv);
 int p11t_rv_is_token_lost(CK_RV rv);
 /* Rescan the token's objects into the cache (takes refresh_lock). */
 CK_RV p11t_cache_refresh(p11t_hsm *h, p11t_err *err);
+/* Generates one generation in session s; no cache refresh (callers may
+ * hold refresh_lock). */
+CK_RV p11t_gen_create(p11t_hsm *h, CK_SESSION_HANDLE s, CK_ULONG aes_len,
+                      const p11t_times *times, uint8_t name[P11T_NAME_LEN],
+                      p11t_err *err);
 /* Reads every p11ticket object (used by the scan and by list). */
 CK_RV p11t_scan_objects(p11t_hsm *h, CK_SESSION_HANDLE s, int detail,
                         p11t_objinfo **objs, size_t *n, p11t_err *err);

@@ -13,6 +13,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/crypto.h>
 
@@ -237,6 +238,77 @@ static CK_RV refresh_locked(p11t_hsm *h, p11t_err *err)
     return CKR_OK;
 }
 
+/*
+ * auto-rotate: the same plan `p11ticket rotate` follows, run by the server
+ * itself after a scan.  Meant for a single host; racing processes are
+ * harmless (identical successor times, settled by the name tie-break) but a
+ * fleet should run the rotate timer instead.  Called with refresh_lock
+ * held; returns 1 if it changed the token.
+ */
+static int auto_rotate(p11t_hsm *h)
+{
+    p11t_keyinfo *infos;
+    p11t_plan plan;
+    CK_SESSION_HANDLE s;
+    unsigned ep;
+    size_t n;
+    int changed = 0;
+    p11t_err e = {0};
+
+    pthread_rwlock_rdlock(&h->cache_lock);
+    n = h->n_entries;
+    infos = calloc(n ? n : 1, sizeof(*infos));
+    for (size_t i = 0; infos != NULL && i < n; i++)
+        infos[i] = h->entries[i].info;
+    pthread_rwlock_unlock(&h->cache_lock);
+    if (infos == NULL)
+        return 0;
+    if (p11t_rotate_plan(infos, n, (int64_t)time(NULL), &h->cfg->policy,
+                         &plan) != 0) {
+        free(infos);
+        return 0;
+    }
+    free(infos);
+    if ((plan.n_create == 0 && plan.n_destroy == 0) ||
+        p11t_session_get(h, &s, &ep, &e) != CKR_OK) {
+        p11t_plan_free(&plan);
+        return 0;
+    }
+    for (size_t i = 0; i < plan.n_create; i++) {
+        uint8_t name[P11T_NAME_LEN];
+
+        if (p11t_gen_create(h, s, 32, &plan.create[i], name, &e) == CKR_OK)
+            changed = 1;
+    }
+    for (size_t i = 0; i < plan.n_destroy; i++) {
+        pthread_rwlock_rdlock(&h->cache_lock);
+        for (size_t j = 0; j < h->n_entries; j++) {
+            p11t_entry *en = &h->entries[j];
+
+            if (memcmp(en->info.name, plan.destroy[i], P11T_NAME_LEN) != 0)
+                continue;
+            if (en->info.has_aes)
+                h->f->C_DestroyObject(s, en->aes);
+            if (en->info.has_hmac)
+                h->f->C_DestroyObject(s, en->hmac);
+            changed = 1;
+        }
+        pthread_rwlock_unlock(&h->cache_lock);
+    }
+    p11t_session_put(h, s, ep, 0);
+    p11t_plan_free(&plan);
+    return changed;
+}
+
+static CK_RV refresh_and_rotate(p11t_hsm *h, p11t_err *err)
+{
+    CK_RV rv = refresh_locked(h, err);
+
+    if (rv == CKR_OK && h->cfg->auto_rotate && auto_rotate(h))
+        rv = refresh_locked(h, err);
+    return rv;
+}
+
 CK_RV p11t_cache_refresh(p11t_hsm *h, p11t_err *err)
 {
     CK_RV rv;
@@ -267,7 +339,7 @@ static CK_RV ensure_fresh(p11t_hsm *h, p11t_err *err)
         return CKR_OK;
     pthread_mutex_lock(&h->refresh_lock);
     if (cache_stale(h, p11t_mono_ms()))
-        rv = refresh_locked(h, err);
+        rv = refresh_and_rotate(h, err);
     pthread_mutex_unlock(&h->refresh_lock);
     return rv;
 }
@@ -282,7 +354,7 @@ static int rescan_limited(p11t_hsm *h, p11t_err *err)
     if (h->rescan_ms == 0 ||
         now - h->rescan_ms >= (int64_t)h->cfg->rescan_s * 1000) {
         h->rescan_ms = now;
-        done = refresh_locked(h, err) == CKR_OK;
+        done = refresh_and_rotate(h, err) == CKR_OK;
     }
     pthread_mutex_unlock(&h->refresh_lock);
     return done;

@@ -47,13 +47,12 @@ static CK_RV gen_key(p11t_hsm *h, CK_SESSION_HANDLE s, p11t_role role,
                                out);
 }
 
-CK_RV p11t_hsm_create(p11t_hsm *h, CK_ULONG aes_len, const p11t_times *times,
-                      uint8_t name_out[static P11T_NAME_LEN], p11t_err *err)
+CK_RV p11t_gen_create(p11t_hsm *h, CK_SESSION_HANDLE s, CK_ULONG aes_len,
+                      const p11t_times *times, uint8_t name[P11T_NAME_LEN],
+                      p11t_err *err)
 {
-    CK_SESSION_HANDLE s;
     CK_OBJECT_HANDLE aes, mac;
     char aes_label[128], mac_label[128];
-    unsigned ep;
     CK_RV rv;
 
     if (aes_len != 16 && aes_len != 32) {
@@ -67,33 +66,41 @@ CK_RV p11t_hsm_create(p11t_hsm *h, CK_ULONG aes_len, const p11t_times *times,
         p11t_err_set(err, CKR_ARGUMENTS_BAD, "invalid key times");
         return CKR_ARGUMENTS_BAD;
     }
+    /* The name comes from the token's RNG, like the keys themselves. */
+    rv = h->f->C_GenerateRandom(s, name, P11T_NAME_LEN);
+    if (rv != CKR_OK) {
+        p11t_err_set(err, rv, "C_GenerateRandom failed: %s", p11t_rv_name(rv));
+        return rv;
+    }
+    rv = gen_key(h, s, P11T_ROLE_AES, aes_len, name, aes_label, &aes);
+    if (rv != CKR_OK) {
+        p11t_err_set(err, rv, "generating the AES key failed: %s",
+                     p11t_rv_name(rv));
+        return rv;
+    }
+    rv = gen_key(h, s, P11T_ROLE_HMAC, P11T_HMAC_LEN, name, mac_label, &mac);
+    if (rv != CKR_OK) {
+        p11t_err_set(err, rv, "generating the HMAC key failed: %s",
+                     p11t_rv_name(rv));
+        h->f->C_DestroyObject(s, aes); /* nothing half-made stays behind */
+    }
+    return rv;
+}
+
+CK_RV p11t_hsm_create(p11t_hsm *h, CK_ULONG aes_len, const p11t_times *times,
+                      uint8_t name_out[static P11T_NAME_LEN], p11t_err *err)
+{
+    CK_SESSION_HANDLE s;
+    unsigned ep;
+    CK_RV rv;
+
     rv = p11t_hsm_ready(h, err);
     if (rv != CKR_OK)
         return rv;
     rv = p11t_session_get(h, &s, &ep, err);
     if (rv != CKR_OK)
         return rv;
-    /* The name comes from the token's RNG, like the keys themselves. */
-    rv = h->f->C_GenerateRandom(s, name_out, P11T_NAME_LEN);
-    if (rv != CKR_OK) {
-        p11t_err_set(err, rv, "C_GenerateRandom failed: %s", p11t_rv_name(rv));
-        goto out;
-    }
-    rv = gen_key(h, s, P11T_ROLE_AES, aes_len, name_out, aes_label, &aes);
-    if (rv != CKR_OK) {
-        p11t_err_set(err, rv, "generating the AES key failed: %s",
-                     p11t_rv_name(rv));
-        goto out;
-    }
-    rv = gen_key(h, s, P11T_ROLE_HMAC, P11T_HMAC_LEN, name_out, mac_label,
-                 &mac);
-    if (rv != CKR_OK) {
-        p11t_err_set(err, rv, "generating the HMAC key failed: %s",
-                     p11t_rv_name(rv));
-        h->f->C_DestroyObject(s, aes); /* nothing half-made stays behind */
-        goto out;
-    }
-out:
+    rv = p11t_gen_create(h, s, aes_len, times, name_out, err);
     p11t_session_put(h, s, ep, p11t_rv_is_token_lost(rv));
     if (rv == CKR_OK)
         (void)p11t_cache_refresh(h, &(p11t_err){0});

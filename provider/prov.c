@@ -217,8 +217,9 @@ static void p11t_prov_teardown(void *provctx)
 
 /* Every key of the provider section we understand; see docs. */
 static const char *const config_keys[] = {
-    "pkcs11-module", "token-uri",    "pin-source",
-    "refresh-interval", "rescan-interval", "max-sessions", NULL};
+    "pkcs11-module", "token-uri",   "pin-source",  "refresh-interval",
+    "rescan-interval", "max-sessions", "auto-rotate", "encrypt-for",
+    "decrypt-for",   "rotate-lead", NULL};
 
 static p11t_config *read_config(const OSSL_CORE_HANDLE *handle)
 {
