@@ -23,6 +23,7 @@ p11t_config *p11t_config_new(void)
     cfg->refresh_s = DEFAULT_REFRESH_S;
     cfg->rescan_s = DEFAULT_RESCAN_S;
     cfg->max_sessions = DEFAULT_MAX_SESSIONS;
+    cfg->session_copies = 1;
     cfg->policy.encrypt_for = 12 * 3600;
     cfg->policy.decrypt_for = 24 * 3600;
     cfg->policy.lead = 3600;
@@ -241,6 +242,8 @@ static CK_RV config_set(p11t_config *cfg, const char *key, const char *value,
         return set_uint(&cfg->rescan_s, key, value, 0, 3600, err);
     if (strcmp(key, "max-sessions") == 0)
         return set_uint(&cfg->max_sessions, key, value, 1, 4096, err);
+    if (strcmp(key, "session-copies") == 0)
+        return set_bool(&cfg->session_copies, key, value, err);
     if (strcmp(key, "auto-rotate") == 0)
         return set_bool(&cfg->auto_rotate, key, value, err);
     if (strcmp(key, "encrypt-for") == 0)

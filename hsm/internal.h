@@ -22,6 +22,7 @@ struct p11t_config {
     unsigned rescan_s;   /* rescan-interval */
     unsigned max_sessions; /* max-sessions */
     int auto_rotate;     /* auto-rotate */
+    int session_copies;  /* session-copies */
     p11t_policy policy;  /* encrypt-for, decrypt-for, rotate-lead */
     p11t_err err;        /* first configuration error, reported lazily */
 };
@@ -29,7 +30,9 @@ struct p11t_config {
 /* One key generation as cached: handles are valid for h->epoch only. */
 typedef struct p11t_entry {
     p11t_keyinfo info;
-    CK_OBJECT_HANDLE aes, hmac;
+    CK_OBJECT_HANDLE aes, hmac;         /* token objects */
+    CK_OBJECT_HANDLE aes_op, hmac_op;   /* what operations use */
+    int copied;                         /* *_op are session copies */
 } p11t_entry;
 
 struct p11t_hsm {

@@ -219,7 +219,7 @@ static void p11t_prov_teardown(void *provctx)
 static const char *const config_keys[] = {
     "pkcs11-module", "token-uri",   "pin-source",  "refresh-interval",
     "rescan-interval", "max-sessions", "auto-rotate", "encrypt-for",
-    "decrypt-for",   "rotate-lead", NULL};
+    "decrypt-for",   "rotate-lead", "session-copies", NULL};
 
 static p11t_config *read_config(const OSSL_CORE_HANDLE *handle)
 {

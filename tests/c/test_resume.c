@@ -95,7 +95,9 @@ static SSL_SESSION *fresh(const char *what, int version, const uint8_t key[16])
     return s;
 }
 
-/* Offers sess; *next receives the client's session afterwards (or NULL). */
+/* Offers sess; *next receives the client's session afterwards (or NULL).
+ * want_reused -1: either outcome is within contract, but the two sides
+ * must agree and the connection must succeed. */
 static int resume(const char *what, int version, SSL_SESSION *sess,
                   int want_reused, SSL_SESSION **next)
 {
@@ -107,10 +109,15 @@ static int resume(const char *what, int version, SSL_SESSION *sess,
         *next = NULL;
     if (!CHECKF(t_connect(sctx, cctx, &o, &r), "%s: %s", what, r.why))
         return 0;
-    ok =
-        CHECKF(r.client_reused == want_reused && r.server_reused == want_reused,
-               "%s: reused client %d server %d, want %d", what, r.client_reused,
-               r.server_reused, want_reused);
+    if (want_reused < 0)
+        ok = CHECKF(r.client_reused == r.server_reused,
+                    "%s: client reused %d but server %d", what,
+                    r.client_reused, r.server_reused);
+    else
+        ok = CHECKF(r.client_reused == want_reused &&
+                        r.server_reused == want_reused,
+                    "%s: reused client %d server %d, want %d", what,
+                    r.client_reused, r.server_reused, want_reused);
     if (next != NULL) {
         *next = r.session;
         r.session = NULL;
@@ -491,11 +498,13 @@ int main(void)
 
     t_section("destroyed generation: k1 gone from the token");
     REQUIRE(t_key_destroy(&env, NULL, k1));
-    /* Right away the server's cache may still list k1 (refresh-interval):
-     * the token operation fails, which must degrade to a full handshake. */
+    /* Right away the server may still hold k1: its session copy lives
+     * until the next scan (the documented refresh bound), or, without
+     * copies, the token operation fails and degrades to a full handshake.
+     * Either way the connection succeeds and a fresh ticket is under k2. */
     what = "TLS 1.3 ticket under a just-destroyed key";
     if (old13 != NULL) {
-        resume(what, TLS1_3_VERSION, old13, 0, &next);
+        resume(what, TLS1_3_VERSION, old13, -1, &next);
         d = stats_delta();
         CHECKF(next != NULL && ticket_under(next, k2),
                "%s: no fresh ticket under the current key", what);
