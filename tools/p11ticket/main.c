@@ -17,7 +17,13 @@
 static const p11t_tool_cmd *const commands[] = {
     &p11t_tool_cmd_init_token,
     &p11t_tool_cmd_create,
+    &p11t_tool_cmd_rotate,
+    &p11t_tool_cmd_retire,
+    &p11t_tool_cmd_revoke,
+    &p11t_tool_cmd_purge,
+    &p11t_tool_cmd_import,
     &p11t_tool_cmd_list,
+    &p11t_tool_cmd_status,
     &p11t_tool_cmd_check,
     NULL,
 };
@@ -30,8 +36,8 @@ static void usage(FILE *fp)
           "<command> [options]\n"
           "       p11ticket help [<command>]\n"
           "\n"
-          "Provision and inspect TLS session-ticket keys kept in a PKCS#11 "
-          "token.\n"
+          "Provision, rotate and inspect TLS session-ticket keys kept in a "
+          "PKCS#11\ntoken.  "
           "The tool reads the same openssl.cnf provider section as the "
           "servers.\n"
           "\n"

@@ -26,13 +26,14 @@
  */
 static char prompt_failure[P11T_TOOL_WHY_LEN];
 
-/* ---- messages ----------------------------------------------------------- */
+/* ---- messages ------------------------------------------------------------ */
 
 static void vmessage(const char *kind, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
 
 static void vmessage(const char *kind, const char *fmt, va_list ap)
 {
+    fflush(stdout); /* keep results and messages in order when piped */
     fputs("p11ticket: ", stderr);
     if (kind != NULL)
         fputs(kind, stderr);
@@ -106,7 +107,7 @@ int p11t_tool_bad_usage(const p11t_tool_cmd *cmd)
     return P11T_TOOL_USAGE;
 }
 
-/* ---- configuration ------------------------------------------------------ */
+/* ---- configuration ------------------------------------------------------- */
 
 /*
  * Exact lookup inside one section.  NCONF_get_string() would fall back to
@@ -264,7 +265,19 @@ int p11t_tool_load_config(p11t_tool *t)
                         err.msg[0] != '\0' ? err.msg : p11t_rv_name(rv));
         return P11T_TOOL_USAGE;
     }
+    t->refresh_interval = p11t_config_refresh_interval(t->cfg);
+    p11t_config_policy(t->cfg, &t->policy);
     return P11T_TOOL_OK;
+}
+
+void p11t_tool_policy_defaults(const p11t_tool *t, p11t_policy *p)
+{
+    if (p->encrypt_for == 0)
+        p->encrypt_for = t->policy.encrypt_for;
+    if (p->decrypt_for == 0)
+        p->decrypt_for = t->policy.decrypt_for;
+    if (p->lead == 0)
+        p->lead = t->policy.lead;
 }
 
 const char *p11t_tool_conf_value(const p11t_tool *t, const char *key)
@@ -324,8 +337,7 @@ void p11t_tool_cleanup(p11t_tool *t)
     t->config_file_owned = NULL;
 }
 
-/* ---- PINs -----------------------------------------------------------------
- */
+/* ---- PINs ---------------------------------------------------------------- */
 
 static volatile sig_atomic_t tty_signo;
 
@@ -511,8 +523,7 @@ void p11t_tool_pin_release(p11t_tool_pin *pin)
     memset(pin, 0, sizeof(*pin));
 }
 
-/* ---- formatting ------------------------------------------------------------
- */
+/* ---- formatting ---------------------------------------------------------- */
 
 void p11t_tool_format_time(int64_t t, char out[static 32])
 {
@@ -531,4 +542,95 @@ void p11t_tool_format_time(int64_t t, char out[static 32])
 int64_t p11t_tool_now(void)
 {
     return (int64_t)time(NULL);
+}
+
+void p11t_tool_describe(const p11t_times *tm, int64_t now, char *buf,
+                        size_t len)
+{
+    char ef[32], eu[32], du[32];
+
+    p11t_tool_format_time(tm->encrypt_from, ef);
+    p11t_tool_format_time(tm->encrypt_until, eu);
+    p11t_tool_format_time(tm->decrypt_until, du);
+    if (tm->encrypt_from >= tm->encrypt_until)
+        snprintf(buf, len, "%s, never encrypts, decrypts until %s",
+                 p11t_state_name(p11t_lifecycle_state(tm, now)), du);
+    else
+        snprintf(buf, len, "%s, encrypts %s to %s, decrypts until %s",
+                 p11t_state_name(p11t_lifecycle_state(tm, now)), ef, eu, du);
+}
+
+/* ---- option values ------------------------------------------------------- */
+
+int p11t_tool_duration(const char *cmd, const char *option, const char *arg,
+                       int64_t *out)
+{
+    if (!p11t_parse_duration(arg, out)) {
+        p11t_tool_error("%s: %s: '%s' is not a duration: use a positive "
+                        "number with an optional unit s, m, h or d, e.g. "
+                        "90m, 12h, 7d",
+                        cmd, option, arg);
+        return 0;
+    }
+    return 1;
+}
+
+int p11t_tool_aes_bits(const char *cmd, const char *arg, CK_ULONG *aes_len)
+{
+    if (strcmp(arg, "256") == 0) {
+        *aes_len = 32;
+    } else if (strcmp(arg, "128") == 0) {
+        *aes_len = 16;
+    } else {
+        p11t_tool_error("%s: --aes-bits must be 256 or 128, not '%s'", cmd,
+                        arg);
+        return 0;
+    }
+    return 1;
+}
+
+int p11t_tool_key_name(const char *cmd, const char *arg,
+                       uint8_t name[static P11T_NAME_LEN])
+{
+    if (!p11t_unhex(arg, name)) {
+        p11t_tool_error("%s: '%s' is not a key name: expected 32 hex digits, "
+                        "as 'p11ticket list' prints them",
+                        cmd, arg);
+        return 0;
+    }
+    return 1;
+}
+
+/* ---- token helpers ------------------------------------------------------- */
+
+int p11t_tool_scan(p11t_tool *t, const char *what, p11t_objinfo **objs,
+                   size_t *n_objs, p11t_keyinfo **gens, size_t *n_gens)
+{
+    p11t_objinfo *o = NULL;
+    size_t n = 0;
+    p11t_err err;
+    CK_RV rv;
+
+    *gens = NULL;
+    *n_gens = 0;
+    if (objs != NULL) {
+        *objs = NULL;
+        *n_objs = 0;
+    }
+    p11t_err_clear(&err);
+    rv = p11t_hsm_list(t->hsm, &o, &n, &err);
+    if (rv != CKR_OK)
+        return p11t_tool_report(what, rv, &err);
+    if (p11t_tool_fold(o, n, gens, n_gens) != 0) {
+        free(o);
+        p11t_tool_error("%s: out of memory", what);
+        return P11T_TOOL_FAIL;
+    }
+    if (objs != NULL) {
+        *objs = o;
+        *n_objs = n;
+    } else {
+        free(o);
+    }
+    return P11T_TOOL_OK;
 }

@@ -32,8 +32,10 @@ typedef struct p11t_tool {
 
     /* Filled by p11t_tool_load_config(). */
     CONF *conf;
-    const char *section; /* the provider's section inside conf */
-    p11t_config *cfg;    /* validated; owned until p11t_tool_open_hsm() */
+    const char *section;       /* the provider's section inside conf */
+    p11t_config *cfg;          /* validated; owned until p11t_tool_open_hsm() */
+    unsigned refresh_interval; /* the section's refresh-interval, seconds */
+    p11t_policy policy; /* encrypt-for, decrypt-for, rotate-lead (defaults) */
 
     /* Filled by p11t_tool_open_hsm(). */
     p11t_hsm *hsm;
@@ -49,10 +51,16 @@ typedef struct p11t_tool_cmd {
 
 extern const p11t_tool_cmd p11t_tool_cmd_init_token;
 extern const p11t_tool_cmd p11t_tool_cmd_create;
+extern const p11t_tool_cmd p11t_tool_cmd_rotate;
+extern const p11t_tool_cmd p11t_tool_cmd_retire;
+extern const p11t_tool_cmd p11t_tool_cmd_revoke;
+extern const p11t_tool_cmd p11t_tool_cmd_purge;
+extern const p11t_tool_cmd p11t_tool_cmd_import;
 extern const p11t_tool_cmd p11t_tool_cmd_list;
+extern const p11t_tool_cmd p11t_tool_cmd_status;
 extern const p11t_tool_cmd p11t_tool_cmd_check;
 
-/* ---- messages ----------------------------------------------------------- */
+/* ---- messages ------------------------------------------------------------ */
 
 void p11t_tool_error(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
@@ -73,7 +81,7 @@ void p11t_tool_print_ossl_errors(void);
 void p11t_tool_getopt_reset(const p11t_tool_cmd *cmd, char **argv);
 int p11t_tool_bad_usage(const p11t_tool_cmd *cmd);
 
-/* ---- configuration ------------------------------------------------------ */
+/* ---- configuration ------------------------------------------------------- */
 
 /*
  * Load the config file, follow openssl_conf -> providers -> provider_name to
@@ -87,8 +95,7 @@ const char *p11t_tool_conf_value(const p11t_tool *t, const char *key);
 int p11t_tool_open_hsm(p11t_tool *t);
 void p11t_tool_cleanup(p11t_tool *t);
 
-/* ---- PINs -----------------------------------------------------------------
- */
+/* ---- PINs ---------------------------------------------------------------- */
 
 typedef struct p11t_tool_pin {
     char *buf; /* NUL-terminated */
@@ -114,11 +121,103 @@ void p11t_tool_pin_release(p11t_tool_pin *pin);
 int p11t_tool_tty_secret(const char *prompt, char *buf, size_t len,
                          char why[static P11T_TOOL_WHY_LEN]);
 
-/* ---- formatting ------------------------------------------------------------
- */
+/* ---- formatting ---------------------------------------------------------- */
 
 /* "2025-01-31T12:00:00Z", or "never" for P11T_TIME_NEVER. */
 void p11t_tool_format_time(int64_t t, char out[static 32]);
 int64_t p11t_tool_now(void);
+
+/* ---- lifecycle policy options -------------------------------------------- */
+
+/*
+ * The policy options (--encrypt-for, --decrypt-for, --lead) default to the
+ * section's encrypt-for, decrypt-for and rotate-lead, which the providers'
+ * auto-rotate uses too, so that every rotator computes the same successor
+ * times.  Without them hsm/ defaults to 12 h, 24 h and 1 h, following
+ * practice (DESIGN.md §4).  A command keeps 0 for "not given" and calls
+ * this after p11t_tool_load_config().
+ */
+void p11t_tool_policy_defaults(const p11t_tool *t, p11t_policy *p);
+/*
+ * Clock-skew margin: a pending generation whose encrypt-from is more than
+ * this far ahead cannot have encrypted a ticket on any server whose clock
+ * is off by less, so racing rotators may still destroy duplicates of it.
+ */
+#define P11T_TOOL_SKEW 60
+
+/*
+ * Parse a duration option ("15s", "90m", "12h", "7d", bare seconds) with
+ * p11t_parse_duration(); prints "CMD: --OPTION: ..." and returns 0 on error.
+ */
+int p11t_tool_duration(const char *cmd, const char *option, const char *arg,
+                       int64_t *out);
+/* "--aes-bits 256|128" -> 32 or 16 bytes; prints and returns 0 on error. */
+int p11t_tool_aes_bits(const char *cmd, const char *arg, CK_ULONG *aes_len);
+/* A key name in hex, as list prints it; prints and returns 0 on error. */
+int p11t_tool_key_name(const char *cmd, const char *arg,
+                       uint8_t name[static P11T_NAME_LEN]);
+
+/* ---- generations (gen.c: pure) ------------------------------------------- */
+
+/*
+ * Fold token objects into generations (p11t_keyinfo, malloc'd array): one
+ * per key name.  Objects are counted for their role only if the servers
+ * would use them (hsm/keys.c); has_aes/has_hmac are 0, 1, or -1 when the
+ * role appears twice.  Times are the intersection of the objects' labels:
+ * the latest encrypt-from, the earliest encrypt-until and decrypt-until.
+ * Returns 0, or -1 on allocation failure.
+ */
+int p11t_tool_fold(const p11t_objinfo *objs, size_t n, p11t_keyinfo **out,
+                   size_t *n_out);
+/* a + b, saturating below P11T_TIME_NEVER (which means "never"). */
+int64_t p11t_tool_time_add(int64_t a, int64_t b);
+/* Exactly one usable AES and one usable HMAC object. */
+int p11t_tool_complete(const p11t_keyinfo *k);
+/* The generation every server encrypts with at `now` (p11t_lifecycle_pick
+ * over the complete generations), or -1. */
+int p11t_tool_pick(const p11t_keyinfo *keys, size_t n, int64_t now);
+/*
+ * Racing rotators: among complete PENDING generations with identical times
+ * whose encrypt-from is more than P11T_TOOL_SKEW seconds after `now`, all
+ * but the one with the greatest name are duplicates.  Writes their indices
+ * to out (room for n) and returns how many.
+ */
+size_t p11t_tool_duplicates(const p11t_keyinfo *keys, size_t n, int64_t now,
+                            size_t *out);
+/*
+ * Complete generations that are active at `now` besides the one that
+ * encrypts (p11t_tool_pick): left by rotators that each created a key
+ * starting now, or by a manual create or import.  They never encrypt while
+ * the current key is active; rotate retires them so that exactly one
+ * generation is active.  Writes their indices to out (room for n).
+ */
+size_t p11t_tool_overlapping(const p11t_keyinfo *keys, size_t n, int64_t now,
+                             size_t *out);
+/* Index of the generation with this name, or -1. */
+int p11t_tool_find_name(const p11t_keyinfo *keys, size_t n,
+                        const uint8_t name[static P11T_NAME_LEN]);
+
+/* ---- token helpers ------------------------------------------------------- */
+
+/*
+ * p11t_hsm_list() and p11t_tool_fold().  objs may be NULL when the caller
+ * needs only the generations.  On failure prints one line prefixed with
+ * `what` and returns the exit status.
+ */
+int p11t_tool_scan(p11t_tool *t, const char *what, p11t_objinfo **objs,
+                   size_t *n_objs, p11t_keyinfo **gens, size_t *n_gens);
+/* "created NAME: STATE, encrypts FROM to UNTIL, decrypts until DU" tail:
+ * "STATE, encrypts ... until DU" for the times at `now`. */
+void p11t_tool_describe(const p11t_times *tm, int64_t now, char *buf,
+                        size_t len);
+
+/*
+ * Rotation (cmd_rotate.c), shared by rotate and purge: destroy expired and
+ * incomplete generations; with `create`, also create the generations the
+ * plan asks for and then remove duplicates left by racing rotators.  With
+ * `dry_run`, only print what would be done.  Returns the exit status.
+ */
+int p11t_tool_rotate(p11t_tool *t, const char *what, const p11t_policy *policy,
+                     CK_ULONG aes_len, int create, int dry_run);
 
 #endif /* P11T_TOOL_H */

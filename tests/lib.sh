@@ -1,0 +1,482 @@
+# shellcheck shell=bash
+#
+# tests/lib.sh - helpers for the p11ticket end-to-end tests.
+#
+# Source it from a test script:
+#
+#   . "$(dirname "$0")/../lib.sh"
+#   p11t_begin "scenario name"
+#   p11t_token                      # token + pin file + openssl.cnf + key
+#   p11t_server_start a -www        # background server, waits for ACCEPT
+#   p11t_sclient "$(p11t_port a)" out.txt -tls1_3 -sess_out s.pem
+#   assert_eq New "$(p11t_result out.txt)" "first connection"
+#   p11t_server_stop a
+#   p11t_pass
+#
+# Environment:
+#   P11T_BUILD          build directory (bin/ and lib/ below it); required
+#   P11T_TICKET_CLIENT  the ticket_client binary (default BUILD/bin/ticket_client)
+#   P11T_PKCS11_MODULE  SoftHSM module (default /usr/lib/softhsm/libsofthsm2.so)
+#   P11T_KEEP=1         keep the work directory after the test
+#   P11T_VALGRIND=1     run p11ticket-server and p11ticket under valgrind
+#
+# Every test gets its own work directory, SoftHSM configuration and token.
+# The openssl CLI (the client side) always runs with OPENSSL_CONF=/dev/null
+# so it never loads the provider; only the server and the tool do.
+# Tests talk to 127.0.0.1 only.
+
+set -euo pipefail
+
+P11T_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+if [[ -z "${P11T_BUILD:-}" ]]; then
+    echo "FAIL: P11T_BUILD is not set (the cmake build directory)" >&2
+    exit 1
+fi
+P11T_BUILD=$(cd "$P11T_BUILD" && pwd)
+P11T_SERVER_BIN=$P11T_BUILD/bin/p11ticket-server
+P11T_TOOL_BIN=$P11T_BUILD/bin/p11ticket
+P11T_PROVIDER_SO=$P11T_BUILD/lib/p11ticket.so
+P11T_TICKET_CLIENT=${P11T_TICKET_CLIENT:-$P11T_BUILD/bin/ticket_client}
+P11T_PKCS11_MODULE=${P11T_PKCS11_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
+P11T_TEMPLATE=$P11T_LIB_DIR/conf/openssl.cnf.in
+P11T_TOKEN_LABEL=tickets
+
+# Valgrind makes start-up about 20x slower.
+P11T_WAIT_SCALE=1
+P11T_WRAP=()
+if [[ "${P11T_VALGRIND:-0}" == 1 ]]; then
+    P11T_WAIT_SCALE=10
+    P11T_WRAP=(valgrind -q --error-exitcode=99 --leak-check=full
+        --errors-for-leak-kinds=definite --track-origins=yes)
+fi
+
+P11T_TEST_NAME=
+P11T_WORK=
+P11T_CONF=
+P11T_FAILED=0
+declare -A P11T_PID=() P11T_PORT=()
+
+# ---- messages and assertions ---------------------------------------------
+
+info() { printf '== %s\n' "$*"; }
+note() { printf '   %s\n' "$*"; }
+
+# Print a failure message, dump the logs, and stop the test with status 1.
+fail() {
+    P11T_FAILED=1
+    printf 'FAIL: %s: %s\n' "${P11T_TEST_NAME:-test}" "$*" >&2
+    printf 'FAIL: %s\n' "${P11T_TEST_NAME:-test}"
+    exit 1
+}
+
+# Long values (tickets) are shown abbreviated.
+short() {
+    local v=$1
+    ((${#v} > 72)) && v="${v:0:64}...(${#1} chars)"
+    printf '%s' "$v"
+}
+
+assert_eq() { # expected actual what
+    [[ "$1" == "$2" ]] || fail "$3: expected '$(short "$1")', got '$(short "$2")'"
+    note "ok: $3 = '$(short "$2")'"
+}
+
+assert_ne() { # unexpected actual what
+    [[ "$1" != "$2" ]] || fail "$3: did not expect '$(short "$2")'"
+    note "ok: $3 != '$(short "$1")'"
+}
+
+assert_ge() { # min actual what
+    [[ "$2" =~ ^[0-9]+$ ]] || fail "$3: '$2' is not a number"
+    (($2 >= $1)) || fail "$3: expected at least $1, got $2"
+    note "ok: $3 = $2 (>= $1)"
+}
+
+# assert_grep FILE ERE what: FILE must contain a line matching ERE.
+assert_grep() {
+    grep -Eq -- "$2" "$1" || {
+        echo "--- $1:" >&2
+        tail -n 40 "$1" >&2 || true
+        fail "$3: no line matches /$2/ in $(basename "$1")"
+    }
+    note "ok: $3"
+}
+
+# assert_no_grep FILE ERE what: no line of FILE may match ERE.
+assert_no_grep() {
+    if grep -Eq -- "$2" "$1"; then
+        echo "--- matching lines of $1:" >&2
+        grep -E -- "$2" "$1" | head -n 10 >&2
+        fail "$3: unexpected /$2/ in $(basename "$1")"
+    fi
+    note "ok: $3"
+}
+
+# Number of lines of FILE matching ERE (0 if none or no file).
+count_lines() {
+    local n
+    n=$(grep -Ec -- "$2" "$1" 2>/dev/null) || true
+    echo "${n:-0}"
+}
+
+# ---- work directory and clean-up ------------------------------------------
+
+p11t_cleanup() {
+    local rc=$? name
+    for name in "${!P11T_PID[@]}"; do
+        if kill -0 "${P11T_PID[$name]}" 2>/dev/null; then
+            kill -KILL "${P11T_PID[$name]}" 2>/dev/null || true
+            wait "${P11T_PID[$name]}" 2>/dev/null || true
+        fi
+    done
+    if [[ $rc -ne 0 || $P11T_FAILED -ne 0 ]] && [[ -n "$P11T_WORK" ]]; then
+        local f
+        for f in "$P11T_WORK"/*.err "$P11T_WORK"/*.tool; do
+            [[ -s "$f" ]] || continue
+            echo "--- last lines of $(basename "$f"):" >&2
+            tail -n 25 "$f" >&2
+        done
+    fi
+    if [[ -n "$P11T_WORK" && -d "$P11T_WORK" ]]; then
+        if [[ "${P11T_KEEP:-0}" == 1 ]]; then
+            echo "work directory kept: $P11T_WORK" >&2
+        else
+            rm -rf "$P11T_WORK"
+        fi
+    fi
+    return "$rc"
+}
+
+# p11t_begin NAME: create the work directory and check the binaries.
+p11t_begin() {
+    P11T_TEST_NAME=$1
+    P11T_WORK=$(mktemp -d "${TMPDIR:-/tmp}/p11t-e2e.XXXXXX")
+    trap p11t_cleanup EXIT
+    trap 'exit 130' INT TERM
+    umask 077
+    info "$P11T_TEST_NAME (work dir $P11T_WORK)"
+    local b
+    for b in "$P11T_SERVER_BIN" "$P11T_TOOL_BIN"; do
+        [[ -x "$b" ]] || fail "missing binary $b (build first)"
+    done
+    [[ -f "$P11T_PROVIDER_SO" ]] || fail "missing provider $P11T_PROVIDER_SO"
+    [[ -f "$P11T_PKCS11_MODULE" ]] || fail "missing SoftHSM module $P11T_PKCS11_MODULE"
+    command -v openssl >/dev/null || fail "openssl CLI not found"
+    # The SoftHSM configuration of this test; the server and tool inherit it.
+    mkdir -p "$P11T_WORK/tokens"
+    printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' \
+        "$P11T_WORK/tokens" >"$P11T_WORK/softhsm2.conf"
+    export SOFTHSM2_CONF=$P11T_WORK/softhsm2.conf
+    # Never let a system-wide configuration leak into a test.
+    unset OPENSSL_CONF OPENSSL_MODULES
+}
+
+p11t_pass() {
+    printf 'PASS: %s\n' "$P11T_TEST_NAME"
+    exit 0
+}
+
+# ---- random secrets --------------------------------------------------------
+
+p11t_random_pin() {
+    # 16 hex digits from the kernel; never printed.
+    od -An -N8 -tx1 /dev/urandom | tr -d ' \n'
+}
+
+# ---- openssl.cnf ------------------------------------------------------------
+
+# p11t_write_conf OUT [options]
+#   --routing            alg_section with default_properties = ?p11ticket.token=yes
+#   --swap               list p11ticket before default in [provider_sect]
+#   --token-uri V        (default pkcs11:token=tickets)
+#   --pkcs11-module V    (default the SoftHSM module)
+#   --pin-source V       (default file:WORK/pin)
+#   --set 'key = value'  an extra line in [p11ticket_sect] (repeatable)
+# An empty value drops the key's line altogether.
+p11t_write_conf() {
+    local out=$1
+    shift
+    local routing=0 swap=0 extra=""
+    local token_uri="pkcs11:token=$P11T_TOKEN_LABEL"
+    local module=$P11T_PKCS11_MODULE
+    local pin_source="file:$P11T_WORK/pin"
+    while (($#)); do
+        case $1 in
+        --routing) routing=1 ;;
+        --swap) swap=1 ;;
+        --token-uri) token_uri=$2; shift ;;
+        --pkcs11-module) module=$2; shift ;;
+        --pin-source) pin_source=$2; shift ;;
+        --set) extra+="$2"$'\n'; shift ;;
+        *) fail "p11t_write_conf: unknown option $1" ;;
+        esac
+        shift
+    done
+    local providers=$'default = default_sect\np11ticket = p11ticket_sect'
+    ((swap)) && providers=$'p11ticket = p11ticket_sect\ndefault = default_sect'
+    local alg_ref="" alg_sect=""
+    if ((routing)); then
+        alg_ref="alg_section = algs"
+        alg_sect=$'[algs]\ndefault_properties = ?p11ticket.token=yes'
+    fi
+    local t
+    # Comment lines go first: they mention the placeholders too.
+    t=$(grep -v '^#' "$P11T_TEMPLATE")
+    t=${t//@ALG_SECTION_REF@/$alg_ref}
+    t=${t//@PROVIDERS@/$providers}
+    t=${t//@PROVIDER_MODULE@/$P11T_PROVIDER_SO}
+    t=${t//@PKCS11_MODULE@/$module}
+    t=${t//@TOKEN_URI@/$token_uri}
+    t=${t//@PIN_SOURCE@/$pin_source}
+    t=${t//@EXTRA@/$extra}
+    t=${t//@ALG_SECTION@/$alg_sect}
+    # Drop keys whose value was left empty.
+    printf '%s\n' "$t" | grep -Ev '^[A-Za-z0-9_-]+ = $' >"$out"
+}
+
+# ---- token and keys -----------------------------------------------------------
+
+# The setup tool (under valgrind with P11T_VALGRIND=1); pass --config yourself.
+p11t_tool() {
+    "${P11T_WRAP[@]}" "$P11T_TOOL_BIN" "$@"
+}
+
+# p11t_token [conf options]: user PIN file (0600), openssl.cnf in
+# WORK/openssl.cnf, a token initialised by the setup tool, one key generation.
+# Sets P11T_CONF.
+# shellcheck disable=SC2120 # the options are optional
+p11t_token() {
+    P11T_CONF=$P11T_WORK/openssl.cnf
+    (umask 077 && p11t_random_pin >"$P11T_WORK/pin")
+    chmod 0600 "$P11T_WORK/pin"
+    p11t_write_conf "$P11T_CONF" "$@"
+    p11t_init_token "$P11T_CONF"
+    p11t_create_key "$P11T_CONF"
+}
+
+# p11t_init_token CONF: initialise the SoftHSM token through the setup tool.
+# The SO PIN travels in the environment, never on a command line; the user
+# PIN comes from the configuration's pin-source.
+p11t_init_token() {
+    local conf=$1 so_pin
+    so_pin=$(p11t_random_pin)
+    if ! P11T_TEST_SO_PIN=$so_pin p11t_tool --config "$conf" init-token \
+        --label "$P11T_TOKEN_LABEL" --so-pin-source env:P11T_TEST_SO_PIN \
+        >"$P11T_WORK/init-token.tool" 2>&1; then
+        cat "$P11T_WORK/init-token.tool" >&2
+        fail "p11ticket init-token failed"
+    fi
+    note "token '$P11T_TOKEN_LABEL' initialised by p11ticket init-token"
+}
+
+# p11t_create_key [CONF]: provision one key generation.
+p11t_create_key() {
+    local conf=${1:-$P11T_CONF} log
+    log=$P11T_WORK/create.$RANDOM.tool
+    if ! p11t_tool --config "$conf" create >"$log.out" 2>"$log"; then
+        cat "$log.out" "$log" >&2
+        fail "p11ticket create failed"
+    fi
+    note "key generation created: $(tr '\n' ' ' <"$log.out")"
+}
+
+# Lowercase hex names of every key generation `p11ticket list` shows, one a
+# line, sorted and unique.
+p11t_key_names() {
+    local out
+    out=$(p11t_tool --config "$P11T_CONF" list 2>"$P11T_WORK/list.tool") ||
+        fail "p11ticket list failed: $(cat "$P11T_WORK/list.tool")"
+    printf '%s\n' "$out" | tr 'A-F' 'a-f' | grep -oE '\b[0-9a-f]{32}\b' | sort -u || true
+}
+
+# ---- certificate ------------------------------------------------------------
+
+# p11t_cert: WORK/cert.pem + WORK/key.pem, a self-signed P-256 certificate.
+p11t_cert() {
+    [[ -f "$P11T_WORK/cert.pem" ]] && return 0
+    OPENSSL_CONF=/dev/null openssl req -x509 -newkey ec \
+        -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+        -keyout "$P11T_WORK/key.pem" -out "$P11T_WORK/cert.pem" \
+        >"$P11T_WORK/cert.log" 2>&1 || {
+        cat "$P11T_WORK/cert.log" >&2
+        fail "cannot create a test certificate"
+    }
+}
+
+# ---- servers ----------------------------------------------------------------
+
+# p11t_server_start NAME [--conf FILE] [server args...]
+# Starts p11ticket-server on 127.0.0.1:0 with OPENSSL_CONF=FILE (default the
+# test's openssl.cnf), waits for its "ACCEPT 127.0.0.1:PORT" line, and
+# records PID and port.  Logs: WORK/NAME.out (stdout), WORK/NAME.err.
+p11t_server_start() {
+    local name=$1 conf=$P11T_CONF
+    shift
+    if [[ "${1:-}" == --conf ]]; then
+        conf=$2
+        shift 2
+    fi
+    p11t_cert
+    local out=$P11T_WORK/$name.out err=$P11T_WORK/$name.err
+    : >"$out"
+    : >"$err"
+    OPENSSL_CONF=$conf "${P11T_WRAP[@]}" "$P11T_SERVER_BIN" \
+        -accept 127.0.0.1:0 -cert "$P11T_WORK/cert.pem" \
+        -key "$P11T_WORK/key.pem" "$@" >"$out" 2>"$err" </dev/null &
+    local pid=$!
+    P11T_PID[$name]=$pid
+    local deadline=$((SECONDS + 20 * P11T_WAIT_SCALE)) line
+    while :; do
+        line=$(grep -m1 -E '^ACCEPT ' "$out" 2>/dev/null) || true
+        [[ -n "$line" ]] && break
+        if ! kill -0 "$pid" 2>/dev/null; then
+            local rc=0
+            wait "$pid" || rc=$?
+            unset "P11T_PID[$name]"
+            echo "--- $name stderr:" >&2
+            tail -n 40 "$err" >&2
+            fail "server $name exited with status $rc before printing ACCEPT"
+        fi
+        if ((SECONDS >= deadline)); then
+            echo "--- $name stderr:" >&2
+            tail -n 40 "$err" >&2
+            fail "server $name printed no ACCEPT line within $((20 * P11T_WAIT_SCALE)) s"
+        fi
+        sleep 0.05
+    done
+    [[ "$line" =~ ^ACCEPT\ 127\.0\.0\.1:([0-9]+)$ ]] ||
+        fail "server $name: malformed ACCEPT line '$line'"
+    P11T_PORT[$name]=${BASH_REMATCH[1]}
+    note "server $name: pid $pid, port ${P11T_PORT[$name]} ($*)"
+}
+
+p11t_port() { echo "${P11T_PORT[$1]:?no server $1}"; }
+p11t_pid() { echo "${P11T_PID[$1]:?no server $1}"; }
+
+# p11t_server_alive NAME: fail unless the server process is still running.
+p11t_server_alive() {
+    local pid=${P11T_PID[$1]:-}
+    if [[ -z "$pid" ]] || ! kill -0 "$pid" 2>/dev/null; then
+        fail "server $1 is no longer running (crashed?)"
+    fi
+    note "ok: server $1 still running"
+}
+
+# p11t_server_stop NAME: SIGTERM, then the exit status must be 0.
+p11t_server_stop() {
+    local name=$1 pid rc=0 i
+    pid=${P11T_PID[$name]:?no server $name}
+    kill -0 "$pid" 2>/dev/null || {
+        wait "$pid" || rc=$?
+        unset "P11T_PID[$name]"
+        fail "server $name had already exited (status $rc) before SIGTERM"
+    }
+    kill -TERM "$pid"
+    for ((i = 0; i < 200 * P11T_WAIT_SCALE; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        unset "P11T_PID[$name]"
+        fail "server $name ignored SIGTERM for $((10 * P11T_WAIT_SCALE)) s"
+    fi
+    wait "$pid" || rc=$?
+    unset "P11T_PID[$name]"
+    [[ $rc -eq 0 ]] || fail "server $name exited with status $rc after SIGTERM (expected 0)"
+    note "ok: server $name stopped cleanly (exit 0)"
+}
+
+# Count the server's "conn N: ... New|Reused" log lines of a kind.
+p11t_server_count() { # NAME New|Reused
+    count_lines "$P11T_WORK/$1.err" "^conn [0-9]+: .* $2\$"
+}
+
+# ---- clients ------------------------------------------------------------------
+
+# p11t_sclient PORT OUT [s_client args...]
+# One connection to a -www server: sends a request and reads the answer
+# until the server closes, so TLS 1.3 tickets (sent after the handshake)
+# are received before s_client exits.
+p11t_sclient() {
+    local port=$1 out=$2
+    shift 2
+    printf 'GET / HTTP/1.0\r\n\r\n' |
+        OPENSSL_CONF=/dev/null timeout 20 openssl s_client \
+            -connect "127.0.0.1:$port" -ign_eof "$@" >"$out" 2>&1 || {
+        local rc=$?
+        echo "--- s_client output:" >&2
+        tail -n 30 "$out" >&2
+        fail "openssl s_client $* exited with status $rc"
+    }
+}
+
+# p11t_reconnect PORT OUT [s_client args...]: s_client -reconnect (one full
+# handshake then five resumptions of the same session); stdin is /dev/null.
+p11t_reconnect() {
+    local port=$1 out=$2
+    shift 2
+    OPENSSL_CONF=/dev/null timeout 20 openssl s_client \
+        -connect "127.0.0.1:$port" -reconnect "$@" </dev/null >"$out" 2>&1 || {
+        local rc=$?
+        echo "--- s_client output:" >&2
+        tail -n 30 "$out" >&2
+        fail "openssl s_client -reconnect $* exited with status $rc"
+    }
+}
+
+# "New" or "Reused": the first handshake result s_client printed.
+p11t_result() {
+    grep -m1 -oE '^(New|Reused), ' "$1" | tr -d ', ' || true
+}
+
+# All handshake results of an s_client -reconnect run, space separated.
+p11t_results() {
+    grep -oE '^(New|Reused), ' "$1" | tr -d ', ' | tr '\n' ' ' | sed 's/ $//' || true
+}
+
+# p11t_ticket_hex SESSION.pem: the session's ticket as lowercase hex, or
+# nothing when the session carries no ticket ("NO-SESSION-FILE" when the
+# file is missing, so that a test never passes on an absent session).
+p11t_ticket_hex() {
+    [[ -s "$1" ]] || { echo NO-SESSION-FILE; return 0; }
+    OPENSSL_CONF=/dev/null openssl sess_id -in "$1" -noout -text 2>/dev/null |
+        awk '/TLS session ticket:/ { on = 1; next }
+             on && /^ *[0-9a-f][0-9a-f][0-9a-f][0-9a-f] - / {
+                 sub(/^ *[0-9a-f][0-9a-f][0-9a-f][0-9a-f] - /, "")
+                 print substr($0, 1, 47)
+                 next
+             }
+             on { exit }' |
+        tr -d ' \n-' | tr 'A-F' 'a-f'
+}
+
+# p11t_ticket_client [args...]: the C client (tests/e2e/ticket_client.c).
+p11t_ticket_client() {
+    [[ -x "$P11T_TICKET_CLIENT" ]] || fail "missing $P11T_TICKET_CLIENT"
+    OPENSSL_CONF=/dev/null timeout 60 "$P11T_TICKET_CLIENT" "$@"
+}
+
+# p11t_expect_full_handshake PORT what: a fresh TLS 1.3 and TLS 1.2
+# connection must both complete.
+p11t_expect_handshakes() {
+    local port=$1 what=$2 v
+    for v in -tls1_3 -tls1_2; do
+        p11t_sclient "$port" "$P11T_WORK/hs.out" "$v"
+        assert_eq New "$(p11t_result "$P11T_WORK/hs.out")" "$what: fresh $v handshake"
+    done
+}
+
+# p11t_assert_token_ticket TICKET_HEX what: the ticket's first 16 bytes must
+# be the name of a key generation that `p11ticket list` shows.
+p11t_assert_token_ticket() {
+    local hex=$1 what=$2 names
+    [[ ${#hex} -ge 64 ]] || fail "$what: no ticket or a ticket shorter than 32 bytes ('$hex')"
+    names=$(p11t_key_names)
+    [[ -n "$names" ]] || fail "$what: p11ticket list shows no key"
+    grep -qx -- "${hex:0:32}" <<<"$names" ||
+        fail "$what: ticket key name ${hex:0:32} is not on the token (list: ${names//$'\n'/ })"
+    note "ok: $what: ticket key name ${hex:0:32} is a token key"
+}
