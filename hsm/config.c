@@ -149,7 +149,8 @@ static CK_RV set_uri(p11t_config *cfg, const char *value, p11t_err *err)
     uri = p11_kit_uri_new();
     if (uri == NULL)
         return CKR_HOST_MEMORY;
-    rc = p11_kit_uri_parse(value, P11_KIT_URI_FOR_TOKEN, uri);
+    rc = p11_kit_uri_parse(value, P11_KIT_URI_FOR_TOKEN | P11_KIT_URI_FOR_SLOT,
+                           uri);
     if (rc != P11_KIT_URI_OK) {
         /* The URI may hold a pin-value; never echo it back. */
         p11t_err_set(err, P11T_CKR_CONFIG,

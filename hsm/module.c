@@ -204,8 +204,11 @@ static CK_RV find_slot_once(p11t_hsm *h, p11t_err *err)
         if (strlen(seen) + strlen(label) + 4 < sizeof(seen))
             snprintf(seen + strlen(seen), sizeof(seen) - strlen(seen),
                      "%s'%s'", seen[0] ? ", " : "", label);
+        /* p11_kit_uri_match_slot_info ignores slot-id; compare it here. */
         if (p11_kit_uri_match_token_info(h->cfg->uri, &ti) != 1 ||
-            p11_kit_uri_match_slot_info(h->cfg->uri, &si) != 1)
+            p11_kit_uri_match_slot_info(h->cfg->uri, &si) != 1 ||
+            (p11_kit_uri_get_slot_id(h->cfg->uri) != (CK_SLOT_ID)-1 &&
+             p11_kit_uri_get_slot_id(h->cfg->uri) != slots[i]))
             continue;
         if (matches++ == 0)
             h->slot = slots[i];
