@@ -224,6 +224,30 @@ static int check_names(p11t_tool *t, const p11t_keyfile *kf, int *active_now)
     return P11T_TOOL_OK;
 }
 
+/* An active import takes over only if it wins the tie-break; say so if
+ * another generation keeps encrypting (same second, greater name). */
+static void warn_not_current(p11t_tool *t, const p11t_keyfile_key *k)
+{
+    p11t_keyinfo *keys = NULL;
+    size_t n = 0;
+    int cur;
+
+    if (p11t_tool_scan(t, "import", NULL, NULL, &keys, &n) != P11T_TOOL_OK)
+        return;
+    cur = p11t_tool_pick(keys, n, p11t_tool_now());
+    if (cur >= 0 &&
+        memcmp(keys[cur].name, k->name, P11T_KEYFILE_NAME_LEN) != 0) {
+        char hex[33], curhex[33];
+
+        p11t_hex(k->name, hex);
+        p11t_hex(keys[cur].name, curhex);
+        p11t_tool_warn("%s is active, but %s still encrypts (it starts at "
+                       "the same time or later, or has the greater name)",
+                       hex, curhex);
+    }
+    free(keys);
+}
+
 /* The times a key gets: HAProxy's encrypting key (or the single key of a
  * binary file) takes --state; every other key is decrypt-only. */
 static void times_of(const p11t_keyfile *kf, size_t i, int active, int64_t now,
@@ -294,6 +318,8 @@ static int import_all(p11t_tool *t, const char *path, p11t_keyfile_format fmt,
     if (!active && !active_before)
         p11t_tool_warn("no generation is active: servers issue no tickets "
                        "until 'p11ticket rotate' (or create) makes one");
+    if (active)
+        warn_not_current(t, &kf->keys[kf->encrypt_index]);
     return P11T_TOOL_OK;
 }
 

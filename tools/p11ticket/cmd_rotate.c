@@ -363,8 +363,7 @@ static int run(p11t_tool *t, int argc, char **argv)
 
 const p11t_tool_cmd p11t_tool_cmd_rotate = {
     .name = "rotate",
-    .summary = "create the next keys ahead of time and destroy expired ones "
-               "(idempotent)",
+    .summary = "apply the rotation policy (idempotent, safe from many hosts)",
     .run = run,
     .usage = usage,
 };
