@@ -35,6 +35,10 @@ typedef struct p11t_entry {
     int copied;                         /* *_op are session copies */
 } p11t_entry;
 
+/* One per PKCS#11 module path in the process, shared by every p11t_hsm
+ * (the provider may be loaded into several library contexts). */
+typedef struct p11t_module p11t_module;
+
 struct p11t_hsm {
     p11t_config *cfg;
     p11t_pin_prompt_fn prompt;
@@ -42,11 +46,10 @@ struct p11t_hsm {
 
     /* Module and login state; guarded by lock. */
     pthread_mutex_t lock;
-    void *dl;
+    p11t_module *mod;
     CK_FUNCTION_LIST_PTR f;
     pid_t pid;              /* process that initialised; fork detection */
     int ready;              /* logged in, usable */
-    int own_init;           /* we called C_Initialize successfully */
     CK_SLOT_ID slot;
     CK_SESSION_HANDLE login_session; /* keeps the login alive */
     p11t_err init_err;      /* last initialisation failure */

@@ -45,7 +45,8 @@ int p11t_lifecycle_pick(const p11t_keyinfo *keys, size_t n, int64_t now)
     for (size_t i = 0; i < n; i++) {
         const p11t_keyinfo *k = &keys[i];
 
-        if (!k->has_aes || !k->has_hmac ||
+        /* -1 marks a role present twice: ambiguous, never used. */
+        if (k->has_aes != 1 || k->has_hmac != 1 ||
             p11t_lifecycle_state(&k->times, now) != P11T_STATE_ACTIVE)
             continue;
         if (best < 0 || k->times.encrypt_from > keys[best].times.encrypt_from ||

@@ -29,6 +29,18 @@
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 30000
 
+struct p11t_module {
+    p11t_module *next;
+    char *path;
+    void *dl;
+    CK_FUNCTION_LIST_PTR f;
+    pid_t init_pid; /* process the library is initialised in; 0 = none */
+    unsigned users;
+};
+
+static pthread_mutex_t modules_lock = PTHREAD_MUTEX_INITIALIZER;
+static p11t_module *modules; /* never freed: modules are never unloaded */
+
 int64_t p11t_mono_ms(void)
 {
     struct timespec ts;
@@ -77,6 +89,11 @@ void p11t_hsm_free(p11t_hsm *h)
 {
     if (h == NULL)
         return;
+    if (h->mod != NULL) {
+        pthread_mutex_lock(&modules_lock);
+        h->mod->users--;
+        pthread_mutex_unlock(&modules_lock);
+    }
     /*
      * No PKCS#11 call here.  Provider teardown runs from OPENSSL_cleanup at
      * exit, after SoftHSM's own exit handlers have destroyed its state, and
@@ -108,56 +125,115 @@ uint64_t p11t_hsm_error_count(p11t_hsm *h)
 static CK_RV load_module(p11t_hsm *h, p11t_err *err)
 {
     CK_C_GetFunctionList getfl;
+    p11t_module *m;
+    void *dl;
     CK_RV rv;
 
     if (h->f != NULL)
         return CKR_OK;
-    if (h->dl == NULL) {
-        h->dl = dlopen(h->cfg->module_path, RTLD_NOW | RTLD_LOCAL);
-        if (h->dl == NULL) {
-            const char *why = dlerror();
+    pthread_mutex_lock(&modules_lock);
+    for (m = modules; m != NULL; m = m->next)
+        if (strcmp(m->path, h->cfg->module_path) == 0)
+            break;
+    if (m != NULL)
+        goto found;
+    dl = dlopen(h->cfg->module_path, RTLD_NOW | RTLD_LOCAL);
+    if (dl == NULL) {
+        const char *why = dlerror();
 
-            p11t_err_set(err, P11T_CKR_CONFIG,
-                         "pkcs11-module: cannot load %.200s: %.200s",
-                         h->cfg->module_path, why ? why : "unknown error");
-            return P11T_CKR_CONFIG;
-        }
+        pthread_mutex_unlock(&modules_lock);
+        p11t_err_set(err, P11T_CKR_CONFIG,
+                     "pkcs11-module: cannot load %.200s: %.200s",
+                     h->cfg->module_path, why ? why : "unknown error");
+        return P11T_CKR_CONFIG;
     }
-    getfl = (CK_C_GetFunctionList)dlsym(h->dl, "C_GetFunctionList");
+    getfl = (CK_C_GetFunctionList)dlsym(dl, "C_GetFunctionList");
     if (getfl == NULL) {
+        pthread_mutex_unlock(&modules_lock);
         p11t_err_set(err, P11T_CKR_CONFIG,
                      "pkcs11-module: %.200s is not a PKCS#11 module "
                      "(no C_GetFunctionList)", h->cfg->module_path);
         return P11T_CKR_CONFIG;
     }
-    rv = getfl(&h->f);
-    if (rv != CKR_OK || h->f == NULL) {
-        h->f = NULL;
+    m = calloc(1, sizeof(*m));
+    if (m == NULL || (m->path = strdup(h->cfg->module_path)) == NULL) {
+        free(m);
+        pthread_mutex_unlock(&modules_lock);
+        return CKR_HOST_MEMORY;
+    }
+    rv = getfl(&m->f);
+    if (rv != CKR_OK || m->f == NULL) {
+        free(m->path);
+        free(m);
+        pthread_mutex_unlock(&modules_lock);
         p11t_err_set(err, rv, "pkcs11-module: C_GetFunctionList failed: %s",
+                     p11t_rv_name(rv));
+        return rv == CKR_OK ? CKR_GENERAL_ERROR : rv;
+    }
+    m->dl = dl;
+    m->next = modules;
+    modules = m;
+found:
+    m->users++;
+    h->mod = m;
+    h->f = m->f;
+    pthread_mutex_unlock(&modules_lock);
+    return CKR_OK;
+}
+
+/* Called with modules_lock held. */
+static CK_RV initialize_locked(p11t_module *m, p11t_err *err)
+{
+    CK_C_INITIALIZE_ARGS args = {0};
+    CK_RV rv;
+
+    if (m->init_pid == getpid())
+        return CKR_OK;
+    if (m->init_pid != 0) {
+        /* Forked child: the parent's library state is not valid here.
+         * Finalize once per process, then start over (DESIGN.md §2). */
+        (void)m->f->C_Finalize(NULL);
+        m->init_pid = 0;
+    }
+    args.flags = CKF_OS_LOCKING_OK;
+    rv = m->f->C_Initialize(&args);
+    if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+        p11t_err_set(err, rv, "pkcs11-module: C_Initialize failed: %s",
                      p11t_rv_name(rv));
         return rv;
     }
+    /* ALREADY_INITIALIZED: someone else in this process did it; share. */
+    m->init_pid = getpid();
     return CKR_OK;
 }
 
 static CK_RV initialize(p11t_hsm *h, p11t_err *err)
 {
-    CK_C_INITIALIZE_ARGS args = {0};
     CK_RV rv;
 
-    if (h->own_init)
-        return CKR_OK;
-    args.flags = CKF_OS_LOCKING_OK;
-    rv = h->f->C_Initialize(&args);
-    if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED)
-        return CKR_OK; /* someone else in this process owns it */
-    if (rv != CKR_OK) {
-        p11t_err_set(err, rv, "pkcs11-module: C_Initialize failed: %s",
-                     p11t_rv_name(rv));
-        return rv;
+    pthread_mutex_lock(&modules_lock);
+    rv = initialize_locked(h->mod, err);
+    pthread_mutex_unlock(&modules_lock);
+    return rv;
+}
+
+/*
+ * SoftHSM reads its token directory only in C_Initialize, and a token being
+ * rewritten by another process's C_Login at that moment is missed.  When we
+ * are the module's only user in this process, start the library over.
+ */
+static CK_RV reinitialize_if_alone(p11t_hsm *h, p11t_err *err)
+{
+    CK_RV rv = CKR_OK;
+
+    pthread_mutex_lock(&modules_lock);
+    if (h->mod->users == 1 && h->mod->init_pid == getpid()) {
+        (void)h->f->C_Finalize(NULL);
+        h->mod->init_pid = 0;
+        rv = initialize_locked(h->mod, err);
     }
-    h->own_init = 1;
-    return CKR_OK;
+    pthread_mutex_unlock(&modules_lock);
+    return rv;
 }
 
 static void padded_copy(char *dst, const CK_UTF8CHAR *src, size_t n)
@@ -246,6 +322,10 @@ static CK_RV find_slot(p11t_hsm *h, p11t_err *err)
         }
         sleep_ms(delay);
         delay *= 2;
+        if (reinitialize_if_alone(h, &e) != CKR_OK) {
+            p11t_err_set(err, e.rv, "%s", e.msg);
+            return e.rv;
+        }
     }
     return rv;
 }
@@ -357,12 +437,8 @@ static CK_RV do_init(p11t_hsm *h, p11t_err *err)
  * here: finalize it and start over (DESIGN.md §2, fork()). */
 static void forget_after_fork(p11t_hsm *h)
 {
-    if (h->f != NULL && h->own_init) {
-        CK_RV rv = h->f->C_Finalize(NULL);
-
-        (void)rv; /* CKR_CRYPTOKI_NOT_INITIALIZED is fine */
-    }
-    h->own_init = 0;
+    /* The library itself is finalized and re-initialised once per process
+     * by initialize(), whichever instance gets there first. */
     h->ready = 0;
     h->pid = getpid();
     h->retry_at_ms = 0;
