@@ -51,10 +51,10 @@ enum p11t_lib_routing {
  * thread, and p11ticket_enable() may be called again while they do.
  */
 struct p11t_lib_state {
-    OSSL_LIB_CTX *libctx;          /* not owned; NULL = default libctx */
-    _Atomic(EVP_CIPHER *) cipher;  /* owned; NULL while the provider is absent */
-    atomic_bool enabled;           /* p11ticket_enable() was called */
-    atomic_int routing;            /* enum p11t_lib_routing */
+    OSSL_LIB_CTX *libctx;         /* not owned; NULL = default libctx */
+    _Atomic(EVP_CIPHER *) cipher; /* owned; NULL while the provider is absent */
+    atomic_bool enabled;          /* p11ticket_enable() was called */
+    atomic_int routing;           /* enum p11t_lib_routing */
 
     atomic_ullong issued;
     atomic_ullong resumed;
@@ -69,7 +69,7 @@ struct p11t_lib_state {
      * handshake the same way, is reported once rather than every
      * P11T_LOG_INTERVAL; cleared by the next success. */
     pthread_mutex_t problem_lock;
-    char problem[256];             /* under problem_lock */
+    char problem[256]; /* under problem_lock */
     atomic_bool has_problem;
 };
 

@@ -23,6 +23,7 @@ P11TICKET_EXPORT void p11ticket_set_log_callback(p11ticket_log_cb cb, void *arg)
     pthread_mutex_unlock(&log_lock);
 }
 
+static void vlog(int level, const char *fmt, va_list ap) P11T_PRINTF(2, 0);
 static void vlog(int level, const char *fmt, va_list ap)
 {
     char msg[512];
@@ -112,8 +113,8 @@ void p11t_lib_log_problem(struct p11t_lib_state *st, enum p11t_lib_limit kind,
     va_list ap;
 
     pthread_mutex_lock(&st->problem_lock);
-    report = strncmp(st->problem, problem, sizeof(st->problem) - 1) != 0
-             && rate_ok(st, kind);
+    report = strncmp(st->problem, problem, sizeof(st->problem) - 1) != 0 &&
+             rate_ok(st, kind);
     if (report) {
         snprintf(st->problem, sizeof(st->problem), "%s", problem);
         atomic_store(&st->has_problem, true);

@@ -17,9 +17,9 @@
  * truncate on copy. */
 #define PROVIDER_STRING_MAX 512
 
-#define NOT_LOADED_MSG                                                      \
-    "p11ticket provider is not loaded (check OPENSSL_CONF and that "       \
-    "openssl.cnf activates the p11ticket provider; for an SSL_CTX in a "   \
+#define NOT_LOADED_MSG                                                         \
+    "p11ticket provider is not loaded (check OPENSSL_CONF and that "           \
+    "openssl.cnf activates the p11ticket provider; for an SSL_CTX in a "       \
     "private OSSL_LIB_CTX use p11ticket_SSL_CTX_new())"
 
 P11TICKET_EXPORT SSL_CTX *p11ticket_SSL_CTX_new(OSSL_LIB_CTX *libctx,
@@ -44,21 +44,31 @@ P11TICKET_EXPORT SSL_CTX *p11ticket_SSL_CTX_new(OSSL_LIB_CTX *libctx,
 }
 
 /*
- * Reads one UTF8 string parameter of the provider.  data_size is one short of
- * the buffer: OSSL_PARAM_set_utf8_string() omits the terminator when the
- * string fills data_size exactly.
+ * Asks the provider for its status line and current key name in one call
+ * (the provider computes both from one look at the token).  data_size is one
+ * short of each buffer: OSSL_PARAM_set_utf8_string() omits the terminator
+ * when the string fills data_size exactly.  Returns 1 if the status came
+ * back; key is "" when it did not.
  */
-static int provider_string(const OSSL_PROVIDER *prov, const char *name,
-                           char *buf, size_t len)
+static int provider_status(const OSSL_PROVIDER *prov, char *status,
+                           size_t status_len, char *key, size_t key_len)
 {
-    OSSL_PARAM params[2];
+    OSSL_PARAM params[3];
+    int ok;
 
-    memset(buf, 0, len);
-    params[0] = OSSL_PARAM_construct_utf8_string(name, buf, len - 1);
-    params[1] = OSSL_PARAM_construct_end();
-    if (!OSSL_PROVIDER_get_params(prov, params)
-        || !OSSL_PARAM_modified(&params[0])) {
-        buf[0] = '\0';
+    memset(status, 0, status_len);
+    memset(key, 0, key_len);
+    params[0] = OSSL_PARAM_construct_utf8_string(P11TICKET_PARAM_STATUS, status,
+                                                 status_len - 1);
+    params[1] = OSSL_PARAM_construct_utf8_string(P11TICKET_PARAM_CURRENT_KEY,
+                                                 key, key_len - 1);
+    params[2] = OSSL_PARAM_construct_end();
+    ok = OSSL_PROVIDER_get_params(prov, params);
+    if (!ok || !OSSL_PARAM_modified(&params[1]))
+        key[0] = '\0';
+    if (!ok || !OSSL_PARAM_modified(&params[0])) {
+        snprintf(status, status_len,
+                 "the provider did not report " P11TICKET_PARAM_STATUS);
         return 0;
     }
     return 1;
@@ -117,31 +127,26 @@ P11TICKET_EXPORT int p11ticket_enable(SSL_CTX *ctx)
     cipher = state_cipher(st);
     ERR_pop_to_mark();
     if (cipher == NULL) {
-        p11t_lib_log_problem(st, P11T_LIMIT_NONE, P11TICKET_LOG_ERROR,
-                             P11T_PROBLEM_NOT_LOADED, NOT_LOADED_MSG
-                             "; tickets refused, full handshakes only");
+        p11t_lib_log_problem(
+            st, P11T_LIMIT_NONE, P11TICKET_LOG_ERROR, P11T_PROBLEM_NOT_LOADED,
+            NOT_LOADED_MSG "; tickets refused, full handshakes only");
         return 0;
     }
 
     /* Asking for the status makes the provider initialise the token now
      * rather than in the first handshake. */
     ERR_set_mark();
-    if (!provider_string(EVP_CIPHER_get0_provider(cipher),
-                         P11TICKET_PARAM_STATUS, status, sizeof(status)))
-        snprintf(status, sizeof(status),
-                 "the provider did not report " P11TICKET_PARAM_STATUS);
-    if (!provider_string(EVP_CIPHER_get0_provider(cipher),
-                         P11TICKET_PARAM_CURRENT_KEY, key, sizeof(key)))
-        key[0] = '\0';
+    (void)provider_status(EVP_CIPHER_get0_provider(cipher), status,
+                          sizeof(status), key, sizeof(key));
     ERR_pop_to_mark();
 
     if (strcmp(status, "ok") != 0) {
         /* status is the provider's one-line error, the same text its
          * errors carry, so the handshakes that fail for the same reason
          * do not repeat it. */
-        p11t_lib_log_problem(st, P11T_LIMIT_NONE, P11TICKET_LOG_ERROR, status,
-                             "token not usable: %s; tickets refused until it is",
-                             status);
+        p11t_lib_log_problem(
+            st, P11T_LIMIT_NONE, P11TICKET_LOG_ERROR, status,
+            "token not usable: %s; tickets refused until it is", status);
         return 0;
     }
     p11t_lib_problem_solved(st);
@@ -150,7 +155,8 @@ P11TICKET_EXPORT int p11ticket_enable(SSL_CTX *ctx)
                      "the token holds no current ticket key (create one with "
                      "the p11ticket tool); tickets refused until it does");
     else
-        p11t_lib_log(P11TICKET_LOG_INFO, "tickets enabled, current key %s", key);
+        p11t_lib_log(P11TICKET_LOG_INFO, "tickets enabled, current key %s",
+                     key);
     return 1;
 }
 
@@ -186,33 +192,26 @@ P11TICKET_EXPORT int p11ticket_status(SSL_CTX *ctx, char *status,
     OSSL_LIB_CTX *libctx = st != NULL ? st->libctx : NULL;
     EVP_CIPHER *cipher = st != NULL ? atomic_load(&st->cipher) : NULL;
     EVP_CIPHER *fetched = NULL;
-    const OSSL_PROVIDER *prov;
-    char buf[PROVIDER_STRING_MAX];
+    char sbuf[PROVIDER_STRING_MAX], kbuf[PROVIDER_STRING_MAX];
 
     copy_out(status, status_len, "");
     copy_out(current_key_hex, key_hex_len, "");
 
     ERR_set_mark();
     if (cipher == NULL)
-        cipher = fetched = EVP_CIPHER_fetch(libctx, P11TICKET_CIPHER_NAME, NULL);
+        cipher = fetched =
+            EVP_CIPHER_fetch(libctx, P11TICKET_CIPHER_NAME, NULL);
     if (cipher == NULL) {
         ERR_pop_to_mark();
         copy_out(status, status_len, NOT_LOADED_MSG);
         return 0;
     }
-    prov = EVP_CIPHER_get0_provider(cipher);
-
-    if (status != NULL) {
-        if (!provider_string(prov, P11TICKET_PARAM_STATUS, buf, sizeof(buf)))
-            snprintf(buf, sizeof(buf),
-                     "the provider did not report " P11TICKET_PARAM_STATUS);
-        copy_out(status, status_len, buf);
-    }
-    if (current_key_hex != NULL
-        && provider_string(prov, P11TICKET_PARAM_CURRENT_KEY, buf, sizeof(buf)))
-        copy_out(current_key_hex, key_hex_len, buf);
-
+    (void)provider_status(EVP_CIPHER_get0_provider(cipher), sbuf, sizeof(sbuf),
+                          kbuf, sizeof(kbuf));
     EVP_CIPHER_free(fetched);
     ERR_pop_to_mark();
+
+    copy_out(status, status_len, sbuf);
+    copy_out(current_key_hex, key_hex_len, kbuf);
     return 1;
 }

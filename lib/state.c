@@ -25,7 +25,7 @@ static int pending_index = -1;
 
 /* Values of the pending_index slot: a ticket the callback accepted, with or
  * without asking libssl to renew it. */
-static const char pending_use, pending_renew;
+static char pending_use, pending_renew;
 static pthread_once_t index_once = PTHREAD_ONCE_INIT;
 
 /* Serialises state creation, so two p11ticket_enable() calls racing on one
@@ -107,7 +107,7 @@ int p11t_lib_pending_set(SSL *s, bool renew)
     if (!indexes_ready())
         return 0;
     return SSL_set_ex_data(s, pending_index,
-                           (void *)(renew ? &pending_renew : &pending_use));
+                           renew ? &pending_renew : &pending_use);
 }
 
 void p11t_lib_pending_settle(SSL *s)

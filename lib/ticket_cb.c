@@ -61,7 +61,8 @@ static void describe_error(unsigned long before, struct failure *f)
  * ignore unknown parameters and leave it unmodified.  An SSL_CTX's propq never
  * changes, so a "no" is final.
  */
-static int hmac_routed(struct p11t_lib_state *st, EVP_MAC_CTX *hctx)
+static int hmac_routed(struct p11t_lib_state *st, EVP_MAC_CTX *hctx,
+                       bool have_cipher)
 {
     int routed = 0;
     OSSL_PARAM params[2];
@@ -70,17 +71,21 @@ static int hmac_routed(struct p11t_lib_state *st, EVP_MAC_CTX *hctx)
         return 0;
     params[0] = OSSL_PARAM_construct_int(P11TICKET_PARAM_ROUTED, &routed);
     params[1] = OSSL_PARAM_construct_end();
-    if (EVP_MAC_CTX_get_params(hctx, params)
-        && OSSL_PARAM_modified(&params[0]) && routed == 1) {
+    if (EVP_MAC_CTX_get_params(hctx, params) &&
+        OSSL_PARAM_modified(&params[0]) && routed == 1) {
         atomic_store(&st->routing, P11T_ROUTING_YES);
         return 1;
     }
+    /* Without the cipher the provider may simply not be loaded; say so
+     * first, since no routing can find a provider that is absent. */
     if (atomic_exchange(&st->routing, P11T_ROUTING_NO) != P11T_ROUTING_NO)
         p11t_lib_log(P11TICKET_LOG_ERROR,
                      "libssl's ticket HMAC is not routed to the p11ticket "
-                     "provider; create the SSL_CTX with p11ticket_SSL_CTX_new() "
-                     "or set default_properties = " P11TICKET_PROPQ
-                     " in openssl.cnf; tickets disabled, full handshakes only");
+                     "provider; %screate the SSL_CTX with "
+                     "p11ticket_SSL_CTX_new() or set default_properties "
+                     "= " P11TICKET_PROPQ " in openssl.cnf; tickets disabled, "
+                     "full handshakes only",
+                     have_cipher ? "" : "load the provider, then ");
     return 0;
 }
 
@@ -91,9 +96,10 @@ static int mac_init(EVP_MAC_CTX *hctx, unsigned char *name)
     char digest[] = "SHA256";
     OSSL_PARAM params[3];
 
-    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0);
-    params[1] = OSSL_PARAM_construct_octet_string(P11TICKET_PARAM_KEY_NAME, name,
-                                                  P11TICKET_KEY_NAME_LEN);
+    params[0] =
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0);
+    params[1] = OSSL_PARAM_construct_octet_string(P11TICKET_PARAM_KEY_NAME,
+                                                  name, P11TICKET_KEY_NAME_LEN);
     params[2] = OSSL_PARAM_construct_end();
     return EVP_MAC_init(hctx, NULL, 0, params);
 }
@@ -104,12 +110,12 @@ static int chosen_key_name(EVP_CIPHER_CTX *cctx, unsigned char *name)
 {
     OSSL_PARAM params[2];
 
-    params[0] = OSSL_PARAM_construct_octet_string(P11TICKET_PARAM_KEY_NAME, name,
-                                                  P11TICKET_KEY_NAME_LEN);
+    params[0] = OSSL_PARAM_construct_octet_string(P11TICKET_PARAM_KEY_NAME,
+                                                  name, P11TICKET_KEY_NAME_LEN);
     params[1] = OSSL_PARAM_construct_end();
-    return EVP_CIPHER_CTX_get_params(cctx, params)
-           && OSSL_PARAM_modified(&params[0])
-           && params[0].return_size == P11TICKET_KEY_NAME_LEN;
+    return EVP_CIPHER_CTX_get_params(cctx, params) &&
+           OSSL_PARAM_modified(&params[0]) &&
+           params[0].return_size == P11TICKET_KEY_NAME_LEN;
 }
 
 /* A provider that does not say is treated as "renew": a fresh ticket under
@@ -122,8 +128,8 @@ static int key_renew(EVP_CIPHER_CTX *cctx)
 
     params[0] = OSSL_PARAM_construct_int(P11TICKET_PARAM_KEY_RENEW, &renew);
     params[1] = OSSL_PARAM_construct_end();
-    if (!EVP_CIPHER_CTX_get_params(cctx, params)
-        || !OSSL_PARAM_modified(&params[0]))
+    if (!EVP_CIPHER_CTX_get_params(cctx, params) ||
+        !OSSL_PARAM_modified(&params[0]))
         return 1;
     return renew != 0;
 }
@@ -171,10 +177,10 @@ refuse:
     return 0;
 }
 
-static int accept_ticket(struct p11t_lib_state *st, EVP_CIPHER *cipher,
-                         SSL *s, const unsigned char *key_name,
-                         const unsigned char *iv, EVP_CIPHER_CTX *cctx,
-                         EVP_MAC_CTX *hctx, unsigned long before)
+static int accept_ticket(struct p11t_lib_state *st, EVP_CIPHER *cipher, SSL *s,
+                         const unsigned char *key_name, const unsigned char *iv,
+                         EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx,
+                         unsigned long before)
 {
     unsigned char name[P11TICKET_KEY_NAME_LEN];
     char hex[2 * P11TICKET_KEY_NAME_LEN + 1];
@@ -184,8 +190,8 @@ static int accept_ticket(struct p11t_lib_state *st, EVP_CIPHER *cipher,
 
     /* A copy: OSSL_PARAM wants a non-const pointer, libssl's is its ticket. */
     memcpy(name, key_name, sizeof(name));
-    params[0] = OSSL_PARAM_construct_octet_string(P11TICKET_PARAM_KEY_NAME, name,
-                                                  sizeof(name));
+    params[0] = OSSL_PARAM_construct_octet_string(P11TICKET_PARAM_KEY_NAME,
+                                                  name, sizeof(name));
     params[1] = OSSL_PARAM_construct_end();
     if (!EVP_DecryptInit_ex2(cctx, cipher, NULL, iv, params))
         goto fail;
@@ -213,13 +219,14 @@ fail:
         /* Normal after rotation, or a ticket from another deployment. */
         atomic_fetch_add(&st->unknown_key, 1);
         p11t_lib_log_limited(st, P11T_LIMIT_UNKNOWN, P11TICKET_LOG_INFO,
-                             "ticket under unknown key %s: full handshake", hex);
+                             "ticket under unknown key %s: full handshake",
+                             hex);
         return 0;
     }
     atomic_fetch_add(&st->errors, 1);
-    p11t_lib_log_problem(st, P11T_LIMIT_DECRYPT, P11TICKET_LOG_WARNING, f.cause,
-                         "cannot accept ticket under key %s: %s; full handshake",
-                         hex, f.text);
+    p11t_lib_log_problem(
+        st, P11T_LIMIT_DECRYPT, P11TICKET_LOG_WARNING, f.cause,
+        "cannot accept ticket under key %s: %s; full handshake", hex, f.text);
     return 0;
 }
 
@@ -246,7 +253,7 @@ int p11t_lib_ticket_cb(SSL *s, unsigned char *key_name, unsigned char *iv,
     p11t_lib_pending_settle(s);
 
     cipher = atomic_load(&st->cipher);
-    if (!hmac_routed(st, hctx)) {
+    if (!hmac_routed(st, hctx, cipher != NULL)) {
         if (enc)
             atomic_fetch_add(&st->refused, 1);
     } else if (cipher == NULL) {
@@ -254,12 +261,13 @@ int p11t_lib_ticket_cb(SSL *s, unsigned char *key_name, unsigned char *iv,
             atomic_fetch_add(&st->refused, 1);
         /* Routed, so the provider is loaded in the SSL_CTX's library
          * context, yet p11ticket_enable() could not fetch its cipher. */
-        p11t_lib_log_problem(st, P11T_LIMIT_REFUSED, P11TICKET_LOG_ERROR,
-                             "routed, but no cipher",
-                             "tickets refused: the p11ticket cipher is not "
-                             "available in the library context "
-                             "p11ticket_enable() used; create an SSL_CTX in a "
-                             "private OSSL_LIB_CTX with p11ticket_SSL_CTX_new()");
+        p11t_lib_log_problem(
+            st, P11T_LIMIT_REFUSED, P11TICKET_LOG_ERROR,
+            "routed, but no cipher",
+            "tickets refused: the p11ticket cipher is not "
+            "available in the library context "
+            "p11ticket_enable() used; create an SSL_CTX in a "
+            "private OSSL_LIB_CTX with p11ticket_SSL_CTX_new()");
     } else if (enc) {
         ret = issue_ticket(st, cipher, key_name, iv, cctx, hctx, before);
     } else {

@@ -23,8 +23,8 @@
 struct p11t_srv_conn {
     struct p11t_srv *srv;
     pthread_t thread;
-    int fd;           /* -1 once closed; under srv->lock */
-    bool done;        /* under srv->lock */
+    int fd;    /* -1 once closed; under srv->lock */
+    bool done; /* under srv->lock */
     unsigned long id;
     struct p11t_srv_conn *next;
 };
@@ -89,7 +89,8 @@ static size_t read_request(SSL *ssl, char *req, size_t size)
         if (strstr(req, "\r\n\r\n") != NULL || strstr(req, "\n\n") != NULL)
             return used;
         eol = strchr(req, '\n');
-        if (eol != NULL && memmem(req, (size_t)(eol - req), " HTTP/", 6) == NULL)
+        if (eol != NULL &&
+            memmem(req, (size_t)(eol - req), " HTTP/", 6) == NULL)
             return used;
     }
     return used;
@@ -101,8 +102,8 @@ static bool request_line_ok(const char *req, bool *head)
     size_t method = strspn(req, "ABCDEFGHIJKLMNOPQRSTUVWXYZ");
 
     *head = method == 4 && strncmp(req, "HEAD", 4) == 0;
-    return method > 0 && req[method] == ' ' && req[method + 1] != ' '
-           && req[method + 1] != '\r' && req[method + 1] != '\n';
+    return method > 0 && req[method] == ' ' && req[method + 1] != ' ' &&
+           req[method + 1] != '\r' && req[method + 1] != '\n';
 }
 
 static int status_page(struct p11t_srv *srv, SSL *ssl, char *out, size_t len)
@@ -119,18 +120,18 @@ static int status_page(struct p11t_srv *srv, SSL *ssl, char *out, size_t len)
                  st.errors);
     else
         snprintf(tickets, sizeof(tickets), "p11ticket not enabled");
-    if (!p11ticket_status(srv->ctx, status, sizeof(status), key, sizeof(key))
-        && status[0] == '\0')
+    if (!p11ticket_status(srv->ctx, status, sizeof(status), key, sizeof(key)) &&
+        status[0] == '\0')
         snprintf(status, sizeof(status), "not loaded");
 
     return snprintf(out, len,
                     P11T_SRV_NAME " " P11TICKET_VERSION_STR "\n"
-                    "protocol: %s\n"
-                    "cipher: %s\n"
-                    "session: %s\n"
-                    "tickets: %s\n"
-                    "provider: %s\n"
-                    "current_key: %s\n",
+                                  "protocol: %s\n"
+                                  "cipher: %s\n"
+                                  "session: %s\n"
+                                  "tickets: %s\n"
+                                  "provider: %s\n"
+                                  "current_key: %s\n",
                     SSL_get_version(ssl),
                     SSL_CIPHER_get_name(SSL_get_current_cipher(ssl)),
                     SSL_session_reused(ssl) ? "Reused" : "New", tickets, status,
@@ -228,7 +229,7 @@ static void *conn_main(void *arg)
 
 static void set_timeouts(int fd)
 {
-    struct timeval tv = { .tv_sec = P11T_SRV_IO_TIMEOUT_SEC };
+    struct timeval tv = {.tv_sec = P11T_SRV_IO_TIMEOUT_SEC};
 
     (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
@@ -245,8 +246,10 @@ void p11t_srv_conn_start(struct p11t_srv *srv, int fd)
         pthread_mutex_unlock(&srv->lock);
         close(fd);
         if (!srv->opts->quiet)
-            fprintf(stderr, P11T_SRV_NAME ": %d connections already, "
-                    "closing a new one\n", P11T_SRV_MAX_CONNS);
+            fprintf(stderr,
+                    P11T_SRV_NAME ": %d connections already, "
+                                  "closing a new one\n",
+                    P11T_SRV_MAX_CONNS);
         return;
     }
     c = calloc(1, sizeof(*c));

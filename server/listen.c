@@ -42,8 +42,8 @@ int p11t_srv_parse_hostport(const char *spec, char *host, size_t host_len,
     }
     if (hlen >= host_len || strlen(colon + 1) >= port_len || colon[1] == '\0')
         return 0;
-    if (strspn(colon + 1, "0123456789") != strlen(colon + 1)
-        || strtol(colon + 1, NULL, 10) > 65535)
+    if (strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
+        strtol(colon + 1, NULL, 10) > 65535)
         return 0;
     memcpy(host, spec, hlen);
     host[hlen] = '\0';
@@ -56,15 +56,15 @@ int p11t_srv_parse_hostport(const char *spec, char *host, size_t host_len,
 static int bind_one(const struct addrinfo *ai)
 {
     int one = 1;
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
-                    ai->ai_protocol);
+    int fd =
+        socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
 
     if (fd < 0)
         return -1;
     /* A restarted server must not wait out TIME_WAIT of the old one. */
     (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0
-        || listen(fd, LISTEN_BACKLOG) != 0) {
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 ||
+        listen(fd, LISTEN_BACKLOG) != 0) {
         int saved = errno;
 
         close(fd);
@@ -87,9 +87,9 @@ static void describe_bound(int fd, char *bound, size_t bound_len)
     char host[NI_MAXHOST], serv[NI_MAXSERV];
 
     snprintf(bound, bound_len, "?");
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0
-        || getnameinfo((struct sockaddr *)&ss, len, host, sizeof(host), serv,
-                       sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0 ||
+        getnameinfo((struct sockaddr *)&ss, len, host, sizeof(host), serv,
+                    sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) != 0)
         return;
     if (ss.ss_family == AF_INET6)
         snprintf(bound, bound_len, "[%s]:%s", host, serv);
@@ -114,7 +114,8 @@ int p11t_srv_listen(const char *host, const char *port, char *bound,
                 gai_strerror(err));
         return -1;
     }
-    for (const struct addrinfo *ai = res; ai != NULL && fd < 0; ai = ai->ai_next) {
+    for (const struct addrinfo *ai = res; ai != NULL && fd < 0;
+         ai = ai->ai_next) {
         fd = bind_one(ai);
         if (fd < 0)
             saved = errno;

@@ -31,10 +31,12 @@
 static const unsigned char session_id_context[] = P11T_SRV_NAME;
 
 static const char usage_text[] =
-    "usage: " P11T_SRV_NAME " -accept HOST:PORT -cert FILE [-key FILE] [options]\n"
+    "usage: " P11T_SRV_NAME
+    " -accept HOST:PORT -cert FILE [-key FILE] [options]\n"
     "\n"
     "  -accept HOST:PORT     listen there; [V6ADDR]:PORT for IPv6, port 0 for\n"
-    "                        an ephemeral port (printed as 'ACCEPT HOST:PORT')\n"
+    "                        an ephemeral port (printed as 'ACCEPT "
+    "HOST:PORT')\n"
     "  -cert FILE            PEM certificate chain, leaf first\n"
     "  -key FILE             PEM private key (default: the -cert file)\n"
     "  -www                  answer one HTTP request with a status page\n"
@@ -49,7 +51,8 @@ static const char usage_text[] =
     "  -quiet                log errors only\n"
     "  -help                 print this text\n"
     "\n"
-    "The p11ticket provider is configured by the openssl.cnf that OPENSSL_CONF\n"
+    "The p11ticket provider is configured by the openssl.cnf that "
+    "OPENSSL_CONF\n"
     "names.\n";
 
 enum opt_id {
@@ -74,24 +77,24 @@ static const struct opt_def {
     enum opt_id id;
     bool has_arg;
 } opt_table[] = {
-    { "accept", OPT_ACCEPT, true },
-    { "cert", OPT_CERT, true },
-    { "key", OPT_KEY, true },
-    { "www", OPT_WWW, false },
-    { "no_ticket", OPT_NO_TICKET, false },
-    { "num_tickets", OPT_NUM_TICKETS, true },
-    { "timeout", OPT_TIMEOUT, true },
-    { "tls1_2", OPT_TLS1_2, false },
-    { "tls1_3", OPT_TLS1_3, false },
-    { "cipher", OPT_CIPHER, true },
-    { "ciphersuites", OPT_CIPHERSUITES, true },
-    { "no_etm", OPT_NO_ETM, false },
-    { "quiet", OPT_QUIET, false },
-    { "help", OPT_HELP, false },
+    {"accept", OPT_ACCEPT, true},
+    {"cert", OPT_CERT, true},
+    {"key", OPT_KEY, true},
+    {"www", OPT_WWW, false},
+    {"no_ticket", OPT_NO_TICKET, false},
+    {"num_tickets", OPT_NUM_TICKETS, true},
+    {"timeout", OPT_TIMEOUT, true},
+    {"tls1_2", OPT_TLS1_2, false},
+    {"tls1_3", OPT_TLS1_3, false},
+    {"cipher", OPT_CIPHER, true},
+    {"ciphersuites", OPT_CIPHERSUITES, true},
+    {"no_etm", OPT_NO_ETM, false},
+    {"quiet", OPT_QUIET, false},
+    {"help", OPT_HELP, false},
 };
 
 static volatile sig_atomic_t stop_signal;
-static int wake_pipe[2] = { -1, -1 };
+static int wake_pipe[2] = {-1, -1};
 
 static void on_signal(int sig)
 {
@@ -145,7 +148,7 @@ static const struct opt_def *find_opt(const char *arg)
 /* Returns 0 to run, -1 after -help, EXIT_USAGE on a usage error. */
 static int parse_args(int argc, char **argv, struct p11t_srv_opts *o)
 {
-    *o = (struct p11t_srv_opts){ .num_tickets = -1, .timeout = -1 };
+    *o = (struct p11t_srv_opts){.num_tickets = -1, .timeout = -1};
 
     for (int i = 1; i < argc; i++) {
         const struct opt_def *d = find_opt(argv[i]);
@@ -177,12 +180,14 @@ static int parse_args(int argc, char **argv, struct p11t_srv_opts *o)
         case OPT_NUM_TICKETS:
             if (!parse_long(val, 0, 1000, &o->num_tickets))
                 return usage_error("-num_tickets: '%s' is not a number from 0 "
-                                   "to 1000", val);
+                                   "to 1000",
+                                   val);
             break;
         case OPT_TIMEOUT:
             if (!parse_long(val, 1, INT_MAX, &o->timeout))
                 return usage_error("-timeout: '%s' is not a positive number "
-                                   "of seconds", val);
+                                   "of seconds",
+                                   val);
             break;
         case OPT_TLS1_2:
         case OPT_TLS1_3:
@@ -241,6 +246,10 @@ static int setup_error(const char *fmt, ...)
 
 static int configure_tickets(SSL_CTX *ctx, const struct p11t_srv_opts *o)
 {
+    /* Stateless or (with -no_ticket) stateful TLS 1.3 tickets alike. */
+    if (o->num_tickets >= 0 &&
+        !SSL_CTX_set_num_tickets(ctx, (size_t)o->num_tickets))
+        return setup_error("cannot set -num_tickets");
     if (o->no_ticket) {
         /* Default cache mode: TLS 1.3 without tickets issues stateful ones,
          * which need the internal session store. */
@@ -251,11 +260,8 @@ static int configure_tickets(SSL_CTX *ctx, const struct p11t_srv_opts *o)
      * No internal session store: a resumption can only come from a ticket,
      * never from a cached session ID, so "Reused" proves the ticket path.
      */
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER
-                                            | SSL_SESS_CACHE_NO_INTERNAL_STORE);
-    if (o->num_tickets >= 0
-        && !SSL_CTX_set_num_tickets(ctx, (size_t)o->num_tickets))
-        return setup_error("cannot set -num_tickets");
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER |
+                                            SSL_SESS_CACHE_NO_INTERNAL_STORE);
     /* Not fatal: the callback is installed anyway, refuses tickets while the
      * token is unusable, and picks it up when it becomes usable. */
     (void)p11ticket_enable(ctx);
@@ -271,24 +277,23 @@ static int configure_ctx(SSL_CTX *ctx, const struct p11t_srv_opts *o)
     if (SSL_CTX_check_private_key(ctx) != 1)
         return setup_error("the private key does not match the certificate");
 
-    if (o->version != 0
-        && (!SSL_CTX_set_min_proto_version(ctx, o->version)
-            || !SSL_CTX_set_max_proto_version(ctx, o->version)))
+    if (o->version != 0 && (!SSL_CTX_set_min_proto_version(ctx, o->version) ||
+                            !SSL_CTX_set_max_proto_version(ctx, o->version)))
         return setup_error("cannot restrict the protocol version");
     if (o->cipher != NULL && !SSL_CTX_set_cipher_list(ctx, o->cipher)) {
         ERR_clear_error();
         return usage_error("-cipher: no usable cipher in '%s'", o->cipher);
     }
-    if (o->ciphersuites != NULL
-        && !SSL_CTX_set_ciphersuites(ctx, o->ciphersuites)) {
+    if (o->ciphersuites != NULL &&
+        !SSL_CTX_set_ciphersuites(ctx, o->ciphersuites)) {
         ERR_clear_error();
         return usage_error("-ciphersuites: bad list '%s'", o->ciphersuites);
     }
     if (o->timeout > 0)
         (void)SSL_CTX_set_timeout(ctx, o->timeout);
 
-    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION
-                                 | (o->no_etm ? SSL_OP_NO_ENCRYPT_THEN_MAC : 0));
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
+                                 (o->no_etm ? SSL_OP_NO_ENCRYPT_THEN_MAC : 0));
     if (!SSL_CTX_set_session_id_context(ctx, session_id_context,
                                         sizeof(session_id_context) - 1))
         return setup_error("cannot set the session id context");
@@ -297,7 +302,7 @@ static int configure_ctx(SSL_CTX *ctx, const struct p11t_srv_opts *o)
 
 static bool setup_signals(void)
 {
-    struct sigaction sa = { .sa_handler = on_signal };
+    struct sigaction sa = {.sa_handler = on_signal};
 
     if (pipe2(wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
         return false;
@@ -311,7 +316,7 @@ static bool setup_signals(void)
 
 static void pause_briefly(void)
 {
-    struct timespec ts = { .tv_nsec = 50 * 1000 * 1000 };
+    struct timespec ts = {.tv_nsec = 50 * 1000 * 1000};
 
     nanosleep(&ts, NULL);
 }
@@ -319,8 +324,8 @@ static void pause_briefly(void)
 static int accept_loop(struct p11t_srv *srv, int lfd)
 {
     struct pollfd pfd[2] = {
-        { .fd = lfd, .events = POLLIN },
-        { .fd = wake_pipe[0], .events = POLLIN },
+        {.fd = lfd, .events = POLLIN},
+        {.fd = wake_pipe[0], .events = POLLIN},
     };
 
     while (stop_signal == 0) {
@@ -343,8 +348,8 @@ static int accept_loop(struct p11t_srv *srv, int lfd)
         }
         /* Out of descriptors or memory: the pending connection stays
          * readable, so back off instead of spinning. */
-        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS
-            || errno == ENOMEM)
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+            errno == ENOMEM)
             pause_briefly();
     }
     return EXIT_SUCCESS;
@@ -356,13 +361,16 @@ static int init_srv(struct p11t_srv *srv, SSL_CTX *ctx,
     pthread_condattr_t attr;
     int ok;
 
-    *srv = (struct p11t_srv){ .ctx = ctx, .opts = o };
+    *srv = (struct p11t_srv){.ctx = ctx, .opts = o};
     if (pthread_mutex_init(&srv->lock, NULL) != 0)
         return 0;
     /* Monotonic, so the shutdown wait does not stretch if the clock jumps. */
-    ok = pthread_condattr_init(&attr) == 0;
-    ok = ok && pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0
-         && pthread_cond_init(&srv->changed, &attr) == 0;
+    if (pthread_condattr_init(&attr) != 0) {
+        pthread_mutex_destroy(&srv->lock);
+        return 0;
+    }
+    ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
+         pthread_cond_init(&srv->changed, &attr) == 0;
     pthread_condattr_destroy(&attr);
     if (!ok)
         pthread_mutex_destroy(&srv->lock);
@@ -422,8 +430,10 @@ int main(int argc, char **argv)
     left = p11t_srv_conn_drain(&srv, P11T_SRV_DRAIN_MS);
     if (left > 0) {
         /* Freeing the SSL_CTX under a running thread would crash it. */
-        fprintf(stderr, P11T_SRV_NAME ": %u connection(s) did not finish; "
-                "exiting without cleanup\n", left);
+        fprintf(stderr,
+                P11T_SRV_NAME ": %u connection(s) did not finish; "
+                              "exiting without cleanup\n",
+                left);
         fflush(NULL);
         _exit(rc);
     }

@@ -43,10 +43,10 @@ struct p11t_srv {
     SSL_CTX *ctx;
     const struct p11t_srv_opts *opts;
 
-    pthread_mutex_t lock;           /* guards everything below */
-    pthread_cond_t changed;         /* a connection finished */
-    struct p11t_srv_conn *conns;    /* running or finished, not yet joined */
-    unsigned int live;              /* running */
+    pthread_mutex_t lock;        /* guards everything below */
+    pthread_cond_t changed;      /* a connection finished */
+    struct p11t_srv_conn *conns; /* running or finished, not yet joined */
+    unsigned int live;           /* running */
     unsigned long next_id;
 };
 
