@@ -122,6 +122,15 @@ SSL_CTX *p11ticket_SSL_CTX_new(OSSL_LIB_CTX *libctx, const SSL_METHOD *method);
 int p11ticket_enable(SSL_CTX *ctx);
 
 /*
+ * As p11ticket_enable(), for an SSL_CTX that lives in the private library
+ * context libctx but was not made by p11ticket_SSL_CTX_new() (for example
+ * SSL_CTX_new_ex(libctx, NULL, method) with default_properties set in that
+ * libctx).  OpenSSL 3.0 cannot tell which libctx an SSL_CTX belongs to, so
+ * the caller says it.  libctx NULL is the default library context.
+ */
+int p11ticket_enable_ex(SSL_CTX *ctx, OSSL_LIB_CTX *libctx);
+
+/*
  * Statistics kept by the callback of ctx (all counters since enable).
  * Returns 0 if p11ticket_enable() was not called on ctx.
  */

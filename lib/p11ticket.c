@@ -96,6 +96,28 @@ static EVP_CIPHER *state_cipher(struct p11t_lib_state *st)
     return expected;
 }
 
+P11TICKET_EXPORT int p11ticket_enable_ex(SSL_CTX *ctx, OSSL_LIB_CTX *libctx)
+{
+    struct p11t_lib_state *st;
+
+    if (ctx == NULL)
+        return p11ticket_enable(ctx);
+    st = p11t_lib_state_get_or_new(ctx);
+    if (st == NULL) {
+        p11t_lib_log(P11TICKET_LOG_ERROR,
+                     "p11ticket_enable_ex: cannot attach state to the SSL_CTX");
+        return 0;
+    }
+    /* A different libctx than before invalidates the cached cipher. */
+    if (st->libctx != libctx) {
+        EVP_CIPHER *old = atomic_exchange(&st->cipher, NULL);
+
+        EVP_CIPHER_free(old);
+        st->libctx = libctx;
+    }
+    return p11ticket_enable(ctx);
+}
+
 P11TICKET_EXPORT int p11ticket_enable(SSL_CTX *ctx)
 {
     struct p11t_lib_state *st;
