@@ -11,6 +11,7 @@ P11T_APT_PACKAGES=(
     softhsm2 p11-kit libp11-kit-dev
     opensc gnutls-bin
     valgrind clang libclang-rt-14-dev
+    python3
 )
 
 p11t_install_deps() {

@@ -480,3 +480,245 @@ p11t_assert_token_ticket() {
         fail "$what: ticket key name ${hex:0:32} is not on the token (list: ${names//$'\n'/ })"
     note "ok: $what: ticket key name ${hex:0:32} is a token key"
 }
+
+# ---- key lifecycle (lifecycle_*.sh) ------------------------------------------
+#
+# Helpers for the lifecycle scenarios: tokens without keys, the setup tool's
+# exit status and output, `list --json` parsed into a table, waiting for a
+# key's time window to pass, and a second kind of server (the plain OpenSSL
+# server of tests/e2e/plain_ticket_server.c).
+
+P11T_PLAIN_SERVER=${P11T_PLAIN_SERVER:-$P11T_BUILD/bin/plain_ticket_server}
+
+# p11t_token_empty [conf options]: like p11t_token, but no key generation.
+# shellcheck disable=SC2120 # the options are optional
+p11t_token_empty() {
+    P11T_CONF=$P11T_WORK/openssl.cnf
+    (umask 077 && p11t_random_pin >"$P11T_WORK/pin")
+    chmod 0600 "$P11T_WORK/pin"
+    p11t_write_conf "$P11T_CONF" "$@"
+    p11t_init_token "$P11T_CONF"
+}
+
+# p11t_tool_rc NAME [tool args...]: run `p11ticket --config P11T_CONF ARGS`
+# with stdout in WORK/NAME.out and stderr in WORK/NAME.tool; never fails.
+# Sets P11T_RC to the exit status.
+P11T_RC=0
+p11t_tool_rc() {
+    local name=$1
+    shift
+    P11T_RC=0
+    p11t_tool --config "$P11T_CONF" "$@" >"$P11T_WORK/$name.out" \
+        2>"$P11T_WORK/$name.tool" </dev/null || P11T_RC=$?
+}
+
+# p11t_tool_ok NAME [tool args...]: like p11t_tool_rc, but the command must
+# exit 0; its standard output is shown.
+p11t_tool_ok() {
+    local name=$1
+    shift
+    p11t_tool_rc "$name" "$@"
+    if [[ $P11T_RC -ne 0 ]]; then
+        cat "$P11T_WORK/$name.out" "$P11T_WORK/$name.tool" >&2
+        fail "p11ticket $* exited with status $P11T_RC"
+    fi
+    note "ok: p11ticket $* (exit 0)"
+    sed 's/^/      | /' "$P11T_WORK/$name.out"
+}
+
+# p11t_gens_load: `p11ticket list --json`, parsed into WORK/gens.txt with one
+# line per generation:
+#   NAME STATE CURRENT(yes|no) COMPLETE(yes|no) EF EU DU
+# (times in seconds since the epoch, "never" for null).  Needs python3.
+p11t_gens_load() {
+    local json=$P11T_WORK/gens.json
+    p11t_tool --config "$P11T_CONF" list --json >"$json" \
+        2>"$P11T_WORK/list-json.tool" ||
+        fail "p11ticket list --json failed: $(cat "$P11T_WORK/list-json.tool")"
+    command -v python3 >/dev/null ||
+        fail "python3 is needed to parse p11ticket list --json"
+    python3 - "$json" >"$P11T_WORK/gens.txt" <<'PY' || fail "cannot parse p11ticket list --json"
+import json, sys
+def t(v):
+    return "never" if v is None else str(int(v))
+with open(sys.argv[1]) as f:
+    gens = json.load(f)
+for g in gens:
+    print(g["name"].lower(), g["state"], "yes" if g["current"] else "no",
+          "yes" if g["complete"] else "no", t(g["encrypt_from_unix"]),
+          t(g["encrypt_until_unix"]), t(g["decrypt_until_unix"]))
+PY
+}
+
+# p11t_gens_show: print the last loaded table.
+p11t_gens_show() {
+    if [[ -s "$P11T_WORK/gens.txt" ]]; then
+        sed 's/^/      | /' "$P11T_WORK/gens.txt"
+    else
+        note "   | (no generation on the token)"
+    fi
+}
+
+# p11t_gen NAME FIELD: a field of the last loaded table (state, current,
+# complete, ef, eu, du); "absent" when the generation is not on the token.
+p11t_gen() {
+    local col
+    case $2 in
+    state) col=2 ;; current) col=3 ;; complete) col=4 ;;
+    ef) col=5 ;; eu) col=6 ;; du) col=7 ;;
+    *) fail "p11t_gen: unknown field $2" ;;
+    esac
+    awk -v n="$1" -v c="$col" '$1 == n { print $c; f = 1; exit }
+        END { if (!f) print "absent" }' "$P11T_WORK/gens.txt"
+}
+
+# p11t_gens_count [STATE]: number of generations (in STATE) in the table.
+# shellcheck disable=SC2120 # the state is optional
+p11t_gens_count() {
+    awk -v s="${1:-}" 's == "" || $2 == s { n++ } END { print n + 0 }' \
+        "$P11T_WORK/gens.txt"
+}
+
+# p11t_gens_names [STATE]: their names, one a line.
+# shellcheck disable=SC2120 # the state is optional
+p11t_gens_names() {
+    awk -v s="${1:-}" 's == "" || $2 == s { print $1 }' "$P11T_WORK/gens.txt"
+}
+
+# p11t_gens_current: the generation marked current, or "none".
+p11t_gens_current() {
+    awk '$3 == "yes" { print $1; f = 1; exit } END { if (!f) print "none" }' \
+        "$P11T_WORK/gens.txt"
+}
+
+# p11t_wait_past UNIX MARGIN what: sleep until the clock has passed UNIX by
+# at least MARGIN seconds (whole seconds; the clock only, nothing else).
+p11t_wait_past() {
+    local t=$1 margin=$2 now
+    [[ "$t" =~ ^[0-9]+$ ]] || fail "p11t_wait_past: '$t' is not a time"
+    now=$(date +%s)
+    note "waiting $((t + margin - now > 0 ? t + margin - now : 0)) s: $3"
+    while (($(date +%s) < t + margin)); do
+        sleep 0.2
+    done
+}
+
+# p11t_sess_key SESSION.pem: the key name (first 16 bytes, hex) of the
+# session's ticket, "none" when it has no ticket of at least 32 bytes,
+# "NO-SESSION-FILE" when the file is missing or empty.
+p11t_sess_key() {
+    local hex
+    hex=$(p11t_ticket_hex "$1")
+    if [[ "$hex" == NO-SESSION-FILE ]]; then
+        echo "$hex"
+    elif ((${#hex} >= 64)); then
+        echo "${hex:0:32}"
+    else
+        echo none
+    fi
+}
+
+# p11t_proc_start NAME CONF BINARY [args...]: start a server binary that
+# takes "-accept HOST:PORT -cert FILE -key FILE" and prints
+# "ACCEPT 127.0.0.1:PORT", like p11t_server_start does for p11ticket-server
+# (same logs, same P11T_PID/P11T_PORT records, so p11t_port,
+# p11t_server_alive and p11t_server_stop work on it).
+p11t_proc_start() {
+    local name=$1 conf=$2 bin=$3
+    shift 3
+    p11t_cert
+    local out=$P11T_WORK/$name.out err=$P11T_WORK/$name.err
+    : >"$out"
+    : >"$err"
+    OPENSSL_CONF=$conf "$bin" -accept 127.0.0.1:0 -cert "$P11T_WORK/cert.pem" \
+        -key "$P11T_WORK/key.pem" "$@" >"$out" 2>"$err" </dev/null &
+    local pid=$!
+    P11T_PID[$name]=$pid
+    local deadline=$((SECONDS + 20 * P11T_WAIT_SCALE)) line
+    while :; do
+        line=$(grep -m1 -E '^ACCEPT ' "$out" 2>/dev/null) || true
+        [[ -n "$line" ]] && break
+        if ! kill -0 "$pid" 2>/dev/null; then
+            local rc=0
+            wait "$pid" || rc=$?
+            unset "P11T_PID[$name]"
+            echo "--- $name stderr:" >&2
+            tail -n 40 "$err" >&2
+            fail "$(basename "$bin") $name exited with status $rc before printing ACCEPT"
+        fi
+        if ((SECONDS >= deadline)); then
+            echo "--- $name stderr:" >&2
+            tail -n 40 "$err" >&2
+            fail "$(basename "$bin") $name printed no ACCEPT line within $((20 * P11T_WAIT_SCALE)) s"
+        fi
+        sleep 0.05
+    done
+    [[ "$line" =~ ^ACCEPT\ 127\.0\.0\.1:([0-9]+)$ ]] ||
+        fail "$name: malformed ACCEPT line '$line'"
+    P11T_PORT[$name]=${BASH_REMATCH[1]}
+    note "$(basename "$bin") $name: pid $pid, port ${P11T_PORT[$name]} ($*)"
+}
+
+# p11t_plain_start NAME FORMAT KEYFILE [args...]: the plain OpenSSL server
+# (no provider: OPENSSL_CONF=/dev/null) with the ticket keys of KEYFILE.
+p11t_plain_start() {
+    local name=$1 format=$2 keys=$3
+    shift 3
+    [[ -x "$P11T_PLAIN_SERVER" ]] || fail "missing $P11T_PLAIN_SERVER (build first)"
+    p11t_proc_start "$name" /dev/null "$P11T_PLAIN_SERVER" \
+        -format "$format" -keys "$keys" "$@"
+}
+
+# p11t_get_ticket PORT TAG VERSION [s_client args]: a fresh connection that
+# must be a full handshake; the session goes to WORK/TAG.pem, the output to
+# WORK/TAG.out.  Prints nothing; use p11t_sess_key on the .pem.
+p11t_get_ticket() {
+    local port=$1 tag=$2 v=$3
+    shift 3
+    p11t_sclient "$port" "$P11T_WORK/$tag.out" "-$v" -sess_out "$P11T_WORK/$tag.pem" "$@"
+    assert_eq New "$(p11t_result "$P11T_WORK/$tag.out")" "$tag: $v full handshake"
+}
+
+# p11t_resume PORT TAG_IN TAG_OUT VERSION: resume WORK/TAG_IN.pem; the
+# s_client output goes to WORK/TAG_OUT.out, and the session s_client saves
+# to WORK/TAG_OUT.pem.  Prints New or Reused.  s_client saves the session
+# of a full handshake, and in TLS 1.3 the tickets sent after a resumption,
+# but nothing after a resumed TLS 1.2 handshake (see p11t_out_ticket_key).
+p11t_resume() {
+    local port=$1 in=$2 out=$3 v=$4
+    rm -f "$P11T_WORK/$out.pem"
+    p11t_sclient "$port" "$P11T_WORK/$out.out" "-$v" -sess_in "$P11T_WORK/$in.pem" \
+        -sess_out "$P11T_WORK/$out.pem"
+    p11t_result "$P11T_WORK/$out.out"
+}
+
+# p11t_created_name NAME: the key name `p11ticket create` printed into
+# WORK/NAME.out (after p11t_tool_ok NAME create ...).
+p11t_created_name() {
+    local k
+    k=$(tr -d ' \n' <"$P11T_WORK/$1.out" | tr 'A-F' 'a-f')
+    [[ "$k" =~ ^[0-9a-f]{32}$ ]] || fail "create printed no key name: '$k'"
+    echo "$k"
+}
+
+# p11t_out_ticket_key S_CLIENT_OUT: the key name of the ticket in the
+# session s_client printed after the handshake ("none" if it shows none).
+# For a resumed TLS 1.2 connection this is the renewed ticket, which
+# -sess_out does not save (libssl calls no new-session callback on a
+# resumed TLS 1.2 client connection).  Not for TLS 1.3, whose tickets
+# arrive after the handshake.
+p11t_out_ticket_key() {
+    local hex
+    hex=$(awk '/TLS session ticket:/ { on = 1; next }
+             on && /^ *[0-9a-f][0-9a-f][0-9a-f][0-9a-f] - / {
+                 sub(/^ *[0-9a-f][0-9a-f][0-9a-f][0-9a-f] - /, "")
+                 print substr($0, 1, 47)
+                 next
+             }
+             on { exit }' "$1" | tr -d ' \n-' | tr 'A-F' 'a-f')
+    if ((${#hex} >= 64)); then
+        echo "${hex:0:32}"
+    else
+        echo none
+    fi
+}
