@@ -69,6 +69,13 @@ struct p11t_hsm {
     p11t_entry *entries;
     size_t n_entries;
     unsigned cache_epoch;
+    /* The current encrypting key, valid while now is in [cur_from,
+     * cur_until) and the entries are the ones it was computed from. */
+    uint64_t cache_gen;     /* bumps whenever entries are replaced */
+    uint64_t cur_gen;
+    int cur_found;
+    int64_t cur_from, cur_until;
+    uint8_t cur_name[P11T_NAME_LEN];
     int64_t refreshed_ms;   /* monotonic time of last scan; 0 = never */
     int64_t rescan_ms;      /* last scan caused by an unknown name */
     pthread_mutex_t refresh_lock; /* one scan at a time */

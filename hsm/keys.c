@@ -287,6 +287,12 @@ static void sync_copies(p11t_hsm *h, p11t_entry *ne, size_t nn,
         destroy_copies(h, &old[j]);
 }
 
+static int entry_cmp(const void *a, const void *b)
+{
+    return memcmp(((const p11t_entry *)a)->info.name,
+                  ((const p11t_entry *)b)->info.name, P11T_NAME_LEN);
+}
+
 static CK_RV refresh_locked(p11t_hsm *h, p11t_err *err)
 {
     CK_SESSION_HANDLE s;
@@ -307,8 +313,12 @@ static CK_RV refresh_locked(p11t_hsm *h, p11t_err *err)
     free(objs);
     if (entries == NULL)
         return CKR_HOST_MEMORY;
+    /* Sorted by name so lookups are a binary search: with a ring of 100
+     * generations a linear scan showed up in the per-ticket cost. */
+    qsort(entries, ne, sizeof(*entries), entry_cmp);
     pthread_rwlock_wrlock(&h->cache_lock);
     old = h->entries;
+    h->cache_gen++;
     /* Copies are made and destroyed under the write lock: no operation is
      * looking up a handle while it changes hands. */
     sync_copies(h, entries, ne, old, h->n_entries, h->cache_epoch == ep);
@@ -445,20 +455,29 @@ static int rescan_limited(p11t_hsm *h, p11t_err *err)
 
 static int lookup(p11t_hsm *h, const uint8_t name[P11T_NAME_LEN], p11t_entry *out)
 {
+    size_t lo = 0, hi;
     int found = 0;
 
     pthread_rwlock_rdlock(&h->cache_lock);
-    if (h->cache_epoch == atomic_load(&h->epoch)) {
-        /* Constant-time per name, and every entry is visited. */
-        for (size_t i = 0; i < h->n_entries; i++) {
-            int eq = CRYPTO_memcmp(h->entries[i].info.name, name,
-                                   P11T_NAME_LEN) == 0;
+    hi = h->cache_epoch == atomic_load(&h->epoch) ? h->n_entries : 0;
+    /* Key names are public (they travel in every ticket), so ordering them
+     * with memcmp leaks nothing; equality is still confirmed in constant
+     * time. */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = memcmp(h->entries[mid].info.name, name, P11T_NAME_LEN);
 
-            if (eq && !found) {
-                *out = h->entries[i];
-                found = 1;
-            }
+        if (c == 0) {
+            found = CRYPTO_memcmp(h->entries[mid].info.name, name,
+                                  P11T_NAME_LEN) == 0;
+            if (found)
+                *out = h->entries[mid];
+            break;
         }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     pthread_rwlock_unlock(&h->cache_lock);
     return found && out->info.has_aes == 1 && out->info.has_hmac == 1;
@@ -507,30 +526,67 @@ CK_RV p11t_hsm_key_state(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
     return CKR_OK;
 }
 
+/* Lowers *until to t if t is a boundary after now. */
+static void next_boundary(int64_t t, int64_t now, int64_t *until)
+{
+    if (t > now && t < *until)
+        *until = t;
+}
+
+/*
+ * The pick only changes when the entries change or now crosses some
+ * generation's ef, eu or du, so it is computed once per such interval
+ * instead of scanning every generation in every handshake.
+ */
 static int pick_cached(p11t_hsm *h, int64_t now, uint8_t name[P11T_NAME_LEN])
 {
-    int best = -1;
+    int best = -1, found;
+    int64_t until = P11T_TIME_NEVER;
 
     pthread_rwlock_rdlock(&h->cache_lock);
-    if (h->cache_epoch == atomic_load(&h->epoch)) {
-        for (size_t i = 0; i < h->n_entries; i++) {
-            const p11t_keyinfo *k = &h->entries[i].info;
-            const p11t_keyinfo *b = best >= 0 ? &h->entries[best].info : NULL;
-
-            if (k->has_aes != 1 || k->has_hmac != 1 ||
-                p11t_lifecycle_state(&k->times, now) != P11T_STATE_ACTIVE)
-                continue;
-            /* Same rule as p11t_lifecycle_pick, without copying. */
-            if (b == NULL || k->times.encrypt_from > b->times.encrypt_from ||
-                (k->times.encrypt_from == b->times.encrypt_from &&
-                 memcmp(k->name, b->name, P11T_NAME_LEN) > 0))
-                best = (int)i;
-        }
-        if (best >= 0)
-            memcpy(name, h->entries[best].info.name, P11T_NAME_LEN);
+    if (h->cache_epoch == atomic_load(&h->epoch) &&
+        h->cur_gen == h->cache_gen && now >= h->cur_from &&
+        now < h->cur_until) {
+        found = h->cur_found;
+        if (found)
+            memcpy(name, h->cur_name, P11T_NAME_LEN);
+        pthread_rwlock_unlock(&h->cache_lock);
+        return found;
     }
     pthread_rwlock_unlock(&h->cache_lock);
-    return best >= 0;
+
+    pthread_rwlock_wrlock(&h->cache_lock);
+    if (h->cache_epoch != atomic_load(&h->epoch)) {
+        pthread_rwlock_unlock(&h->cache_lock);
+        return 0;
+    }
+    for (size_t i = 0; i < h->n_entries; i++) {
+        const p11t_keyinfo *k = &h->entries[i].info;
+        const p11t_keyinfo *b = best >= 0 ? &h->entries[best].info : NULL;
+
+        next_boundary(k->times.encrypt_from, now, &until);
+        next_boundary(k->times.encrypt_until, now, &until);
+        next_boundary(k->times.decrypt_until, now, &until);
+        if (k->has_aes != 1 || k->has_hmac != 1 ||
+            p11t_lifecycle_state(&k->times, now) != P11T_STATE_ACTIVE)
+            continue;
+        /* Same rule as p11t_lifecycle_pick, without copying. */
+        if (b == NULL || k->times.encrypt_from > b->times.encrypt_from ||
+            (k->times.encrypt_from == b->times.encrypt_from &&
+             memcmp(k->name, b->name, P11T_NAME_LEN) > 0))
+            best = (int)i;
+    }
+    found = best >= 0;
+    if (found)
+        memcpy(h->cur_name, h->entries[best].info.name, P11T_NAME_LEN);
+    h->cur_found = found;
+    h->cur_from = now;
+    h->cur_until = until;
+    h->cur_gen = h->cache_gen;
+    if (found)
+        memcpy(name, h->cur_name, P11T_NAME_LEN);
+    pthread_rwlock_unlock(&h->cache_lock);
+    return found;
 }
 
 CK_RV p11t_hsm_current(p11t_hsm *h, int64_t now,

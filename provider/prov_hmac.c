@@ -45,7 +45,8 @@ static OSSL_FUNC_mac_set_ctx_params_fn hmac_set_ctx_params;
 
 typedef struct hmac_ctx {
     p11t_provctx *pc;
-    EVP_MAC_CTX *inner; /* default provider's HMAC (raw-key mode) */
+    EVP_MAC_CTX *inner; /* default provider's HMAC (raw-key mode); made on
+                           first need, so ticket contexts never pay for it */
     int named;
     uint8_t name[P11T_NAME_LEN];
     unsigned char *buf; /* key-name mode: data to sign */
@@ -55,21 +56,28 @@ typedef struct hmac_ctx {
 static void *hmac_new(void *provctx)
 {
     p11t_provctx *pc = provctx;
-    EVP_MAC *mac = p11t_prov_default_hmac(pc);
     hmac_ctx *c;
 
-    if (mac == NULL)
+    /* Fail early, at fetch time, if there is nothing to proxy to. */
+    if (p11t_prov_default_hmac(pc) == NULL)
         return NULL;
     c = OPENSSL_zalloc(sizeof(*c));
     if (c == NULL)
         return NULL;
     c->pc = pc;
-    c->inner = EVP_MAC_CTX_new(mac);
-    if (c->inner == NULL) {
-        OPENSSL_free(c);
-        return NULL;
-    }
     return c;
+}
+
+static EVP_MAC_CTX *inner(hmac_ctx *c)
+{
+    EVP_MAC *mac;
+
+    if (c->inner != NULL)
+        return c->inner;
+    mac = p11t_prov_default_hmac(c->pc);
+    if (mac != NULL)
+        c->inner = EVP_MAC_CTX_new(mac);
+    return c->inner;
 }
 
 static void hmac_free(void *vctx)
@@ -91,8 +99,9 @@ static void *hmac_dup(void *vsrc)
     if (c == NULL)
         return NULL;
     c->buf = NULL;
-    c->inner = EVP_MAC_CTX_dup(src->inner);
-    if (c->inner == NULL) {
+    c->inner = NULL;
+    if (src->inner != NULL &&
+        (c->inner = EVP_MAC_CTX_dup(src->inner)) == NULL) {
         OPENSSL_free(c);
         return NULL;
     }
@@ -143,8 +152,11 @@ static int hmac_set_ctx_params(void *vctx, const OSSL_PARAM params[])
             return 0;
         }
     }
+    /* Ticket contexts keep no inner HMAC: there is nothing to forward. */
+    if (c->named && OSSL_PARAM_locate_const(params, OSSL_MAC_PARAM_KEY) == NULL)
+        return 1;
     /* The default HMAC ignores names it does not know, ours included. */
-    return EVP_MAC_CTX_set_params(c->inner, params);
+    return inner(c) != NULL && EVP_MAC_CTX_set_params(c->inner, params);
 }
 
 static int hmac_init(void *vctx, const unsigned char *key, size_t keylen,
@@ -157,7 +169,7 @@ static int hmac_init(void *vctx, const unsigned char *key, size_t keylen,
     if (key != NULL)
         c->named = 0;
     if (!c->named)
-        return EVP_MAC_init(c->inner, key, keylen, NULL);
+        return inner(c) != NULL && EVP_MAC_init(c->inner, key, keylen, NULL);
     OPENSSL_cleanse(c->buf, c->len);
     c->len = 0;
     return 1;
@@ -168,7 +180,7 @@ static int hmac_update(void *vctx, const unsigned char *in, size_t inl)
     hmac_ctx *c = vctx;
 
     if (!c->named)
-        return EVP_MAC_update(c->inner, in, inl);
+        return inner(c) != NULL && EVP_MAC_update(c->inner, in, inl);
     if (inl > TICKET_MAX - c->len) {
         p11t_prov_raise(c->pc, P11T_R_BAD_PARAM, "ticket too long");
         return 0;
@@ -194,7 +206,7 @@ static int hmac_final(void *vctx, unsigned char *out, size_t *outl,
     p11t_err e = {0};
 
     if (!c->named)
-        return EVP_MAC_final(c->inner, out, outl, outsize);
+        return inner(c) != NULL && EVP_MAC_final(c->inner, out, outl, outsize);
     if (outsize < P11T_HMAC_LEN) {
         p11t_prov_raise(c->pc, P11T_R_BAD_PARAM, "output buffer too small");
         return 0;
@@ -226,8 +238,9 @@ static int hmac_get_ctx_params(void *vctx, OSSL_PARAM params[])
     if ((p = OSSL_PARAM_locate(params, P11TICKET_PARAM_ROUTED)) != NULL &&
         !OSSL_PARAM_set_int(p, 1))
         return 0;
-    if (!c->named)
-        return EVP_MAC_CTX_get_params(c->inner, params);
+    /* A question about routing alone needs no inner HMAC. */
+    if (!c->named && (p == NULL || params[1].key != NULL))
+        return inner(c) != NULL && EVP_MAC_CTX_get_params(c->inner, params);
     if ((p = OSSL_PARAM_locate(params, OSSL_MAC_PARAM_SIZE)) != NULL &&
         !OSSL_PARAM_set_size_t(p, P11T_HMAC_LEN))
         return 0;
