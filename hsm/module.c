@@ -41,6 +41,30 @@ struct p11t_module {
 static pthread_mutex_t modules_lock = PTHREAD_MUTEX_INITIALIZER;
 static p11t_module *modules; /* never freed: modules are never unloaded */
 
+/*
+ * The process id, kept current by a fork handler: getpid() is a system call
+ * and the hot path asks several times per ticket.  The module is linked
+ * -z nodelete, so the handler can never point into unmapped code.
+ */
+static pid_t cur_pid;
+static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
+
+static void pid_after_fork(void)
+{
+    __atomic_store_n(&cur_pid, getpid(), __ATOMIC_RELAXED);
+}
+
+static void pid_init(void)
+{
+    cur_pid = getpid();
+    pthread_atfork(NULL, NULL, pid_after_fork);
+}
+
+static pid_t self_pid(void)
+{
+    return __atomic_load_n(&cur_pid, __ATOMIC_RELAXED);
+}
+
 int64_t p11t_mono_ms(void)
 {
     struct timespec ts;
@@ -73,6 +97,7 @@ CK_RV p11t_hsm_new(p11t_config *cfg, p11t_hsm **out, p11t_err *err)
         return CKR_HOST_MEMORY;
     }
     h->cfg = cfg;
+    pthread_once(&pid_once, pid_init);
     pthread_mutex_init(&h->lock, NULL);
     pthread_mutex_init(&h->pool_lock, NULL);
     pthread_mutex_init(&h->refresh_lock, NULL);
@@ -459,7 +484,7 @@ CK_RV p11t_hsm_ready(p11t_hsm *h, p11t_err *err)
         p11t_err_set(err, h->cfg->err.rv, "%s", h->cfg->err.msg);
         return h->cfg->err.rv;
     }
-    if (__atomic_load_n(&h->ready, __ATOMIC_ACQUIRE) && h->pid == getpid())
+    if (__atomic_load_n(&h->ready, __ATOMIC_ACQUIRE) && h->pid == self_pid())
         return CKR_OK;
 
     pthread_mutex_lock(&h->lock);
