@@ -1,0 +1,100 @@
+#!/bin/bash
+# bench/run_quick.sh - the CI smoke run of p11ticket-bench (ctest bench_quick).
+#
+#   run_quick.sh BENCH PROVIDER_MODULE [--full] [p11ticket-bench options]
+#
+# Creates a throwaway SoftHSM token with random PINs under mktemp -d, writes
+# an openssl.cnf with the p11ticket provider section, runs
+# `p11ticket-bench --quick` against it (the whole benchmark with --full) and
+# checks that the last line of its output is one JSON object holding every
+# required key.  It does not judge
+# the targets: the numbers of a 30-second run on a shared CI machine are a
+# smoke signal, not a verdict.
+set -euo pipefail
+
+bench=${1:?usage: run_quick.sh BENCH PROVIDER_MODULE [--full] [options]}
+provider=${2:?usage: run_quick.sh BENCH PROVIDER_MODULE [--full] [options]}
+shift 2
+length=--quick
+if [[ ${1:-} == --full ]]; then
+    length=
+    shift
+fi
+
+usable() { [[ -n $1 && $1 != *-NOTFOUND ]]; }
+softhsm_util=${P11T_SOFTHSM2_UTIL:-}
+usable "$softhsm_util" || softhsm_util=$(command -v softhsm2-util || true)
+pkcs11=${P11T_PKCS11_MODULE:-}
+usable "$pkcs11" || pkcs11=/usr/lib/softhsm/libsofthsm2.so
+[[ -x $softhsm_util ]] || { echo "run_quick: softhsm2-util not found" >&2; exit 1; }
+[[ -e $pkcs11 ]] || { echo "run_quick: $pkcs11 not found" >&2; exit 1; }
+
+dir=$(mktemp -d "${TMPDIR:-/tmp}/p11t-bench-XXXXXX")
+trap 'rm -rf "$dir"' EXIT
+chmod 0700 "$dir"
+mkdir "$dir/tokens"
+cat >"$dir/softhsm2.conf" <<EOF
+directories.tokendir = $dir/tokens
+objectstore.backend = file
+log.level = ERROR
+slots.removable = false
+EOF
+export SOFTHSM2_CONF=$dir/softhsm2.conf
+
+random_pin() { od -An -N16 -tx1 /dev/urandom | tr -d ' \n'; }
+pin=$(random_pin)
+so_pin=$(random_pin)
+(umask 077 && printf '%s\n' "$pin" >"$dir/pin")
+"$softhsm_util" --init-token --free --label tickets --so-pin "$so_pin" \
+    --pin "$pin" >"$dir/init.log" 2>&1 ||
+    { cat "$dir/init.log" >&2; echo "run_quick: token init failed" >&2; exit 1; }
+unset pin so_pin
+
+cat >"$dir/openssl.cnf" <<EOF
+openssl_conf = openssl_init
+
+[openssl_init]
+providers = provider_sect
+
+[provider_sect]
+default = default_sect
+p11ticket = p11ticket_sect
+
+[default_sect]
+activate = 1
+
+[p11ticket_sect]
+module = $provider
+pkcs11-module = $pkcs11
+token-uri = pkcs11:token=tickets
+pin-source = file:$dir/pin
+activate = 1
+EOF
+chmod 0600 "$dir/openssl.cnf"
+
+rc=0
+"$bench" --config "$dir/openssl.cnf" $length "$@" | tee "$dir/out" || rc=$?
+if ((rc != 0)); then
+    echo "run_quick: p11ticket-bench exited with $rc" >&2
+    exit 1
+fi
+
+last=$(tail -n 1 "$dir/out")
+required=(tls13_resume_ratio tls12_resume_ratio tls13_full_ratio
+          seal_open_vs_floor ring100_vs_ring2 procs2_speedup
+          floor_token_us floor_session_us inmem_us prov_us)
+if command -v python3 >/dev/null 2>&1; then
+    python3 -c '
+import json, math, sys
+obj = json.loads(sys.argv[1])
+missing = [k for k in sys.argv[2:] if not isinstance(obj.get(k), (int, float))]
+if missing:
+    sys.exit("run_quick: missing or non-numeric keys: " + " ".join(missing))
+' "$last" "${required[@]}"
+else
+    [[ $last == \{*\} ]] || { echo "run_quick: last line is not a JSON object" >&2; exit 1; }
+    for k in "${required[@]}"; do
+        [[ $last =~ \"$k\":-?[0-9] ]] || { echo "run_quick: no numeric $k" >&2; exit 1; }
+    done
+fi
+echo "run_quick: ok (the last line is JSON with every required key)"
