@@ -48,6 +48,7 @@ struct p11t_hsm {
     pthread_mutex_t lock;
     p11t_module *mod;
     CK_FUNCTION_LIST_PTR f;
+    pid_t counted_pid;      /* process in which mod->users_here counts us */
     pid_t pid;              /* process that initialised; fork detection */
     int ready;              /* logged in, usable */
     CK_SLOT_ID slot;

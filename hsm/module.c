@@ -36,6 +36,10 @@ struct p11t_module {
     CK_FUNCTION_LIST_PTR f;
     pid_t init_pid; /* process the library is initialised in; 0 = none */
     unsigned users;
+    /* Instances that have used the module in process here_pid.  A forked
+     * child inherits `users` but starts with no active instance. */
+    pid_t here_pid;
+    unsigned users_here;
 };
 
 static pthread_mutex_t modules_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -117,6 +121,8 @@ void p11t_hsm_free(p11t_hsm *h)
     if (h->mod != NULL) {
         pthread_mutex_lock(&modules_lock);
         h->mod->users--;
+        if (h->counted_pid == getpid() && h->mod->here_pid == getpid())
+            h->mod->users_here--;
         pthread_mutex_unlock(&modules_lock);
     }
     /*
@@ -234,10 +240,20 @@ static CK_RV initialize_locked(p11t_module *m, p11t_err *err)
 
 static CK_RV initialize(p11t_hsm *h, p11t_err *err)
 {
+    p11t_module *m = h->mod;
+    pid_t me = getpid();
     CK_RV rv;
 
     pthread_mutex_lock(&modules_lock);
-    rv = initialize_locked(h->mod, err);
+    if (m->here_pid != me) {
+        m->here_pid = me;
+        m->users_here = 0;
+    }
+    if (h->counted_pid != me) {
+        h->counted_pid = me;
+        m->users_here++;
+    }
+    rv = initialize_locked(m, err);
     pthread_mutex_unlock(&modules_lock);
     return rv;
 }
@@ -252,7 +268,8 @@ static CK_RV reinitialize_if_alone(p11t_hsm *h, p11t_err *err)
     CK_RV rv = CKR_OK;
 
     pthread_mutex_lock(&modules_lock);
-    if (h->mod->users == 1 && h->mod->init_pid == getpid()) {
+    if (h->mod->here_pid == getpid() && h->mod->users_here == 1 &&
+        h->mod->init_pid == getpid()) {
         (void)h->f->C_Finalize(NULL);
         h->mod->init_pid = 0;
         rv = initialize_locked(h->mod, err);
