@@ -35,6 +35,14 @@
 # token, and then exactly one generation must be active; the script counts
 # these rounds.  Exit statuses other than 0 and 1 fail.
 # refresh-interval = 1; the script waits 2 s for the servers to agree.
+#
+# Known intermittent failure (found by this test, reported): in A, a
+# rotator may retire the other racer's key, by rewriting its CKA_LABEL,
+# milliseconds after that key was generated.  With SoftHSM 2.6.1 a
+# C_SetAttributeValue on a freshly generated key by another process can
+# make the key lose its value (a later C_Sign fails with
+# CKR_KEY_SIZE_RANGE); tickets the servers issued under it meanwhile then
+# fail with "did not resume on server ..." below.
 # shellcheck source=tests/lib.sh
 . "$(dirname "$0")/../lib.sh"
 p11t_begin lifecycle_race
@@ -121,6 +129,9 @@ after_race() {
     if [[ $RC1 != 0 || $RC2 != 0 || ( -n "$agree" && $nact -ne 1 ) ]]; then
         note "the next rotate settles the token"
         SETTLED=$((SETTLED + 1))
+        # rotate leaves keys younger than 2 s alone (SoftHSM loses a key's
+        # value if its label is rewritten while a racer is still creating).
+        sleep 3
         p11t_tool_ok "$tag.settle" rotate "${POLICY[@]}"
         p11t_gens_load
         p11t_gens_show
@@ -294,6 +305,10 @@ for ((r = 1; r <= ROUNDS_B; r++)); do
     assert_eq "$winner" "$(p11t_gens_current)" "$tag: current key (tie-break: greatest name)"
     servers_agree "$tag" "$winner"
     info "$tag: the next rotate leaves exactly one active generation"
+    # rotate leaves generations that started less than 2 s ago alone (see
+    # RETIRE_SETTLE_S in tools/p11ticket/cmd_rotate.c); a scheduled run
+    # comes minutes later.
+    sleep 3
     p11t_tool_ok "$tag.next" rotate "${POLICY[@]}"
     p11t_gens_load
     p11t_gens_show

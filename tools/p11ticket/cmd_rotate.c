@@ -179,6 +179,8 @@ static int dedupe(p11t_tool *t, const char *what, const p11t_keyinfo *keys,
  * one, so it is not destroyed: it becomes decrypt-only and keeps its
  * decrypt-until, and its tickets keep resuming.
  */
+#define RETIRE_SETTLE_S 2
+
 static int retire_overlapping(p11t_tool *t, const char *what,
                               const p11t_keyinfo *keys, size_t n, int64_t now,
                               const p11t_policy *policy, int dry_run,
@@ -199,6 +201,22 @@ static int retire_overlapping(p11t_tool *t, const char *what,
         p11t_err err;
         CK_RV rv;
 
+        /*
+         * SoftHSM 2.6's file store can lose a key's value when its label is
+         * rewritten while another process is still creating objects (seen
+         * in racing rotators: the retired key then fails with
+         * CKR_KEY_SIZE_RANGE everywhere).  Both keys stay usable and every
+         * server picks the same one meanwhile, so leave the retirement to
+         * the next run once the racers are surely done.
+         */
+        if (g->times.encrypt_from > now - RETIRE_SETTLE_S ||
+            keys[cur].times.encrypt_from > now - RETIRE_SETTLE_S) {
+            p11t_hex(g->name, hex);
+            printf("left %s active for now: created less than %d s ago; "
+                   "the next rotate retires it\n",
+                   hex, RETIRE_SETTLE_S);
+            continue;
+        }
         tm.encrypt_until = now;
         if (tm.decrypt_until == P11T_TIME_NEVER)
             tm.decrypt_until = p11t_tool_time_add(now, policy->decrypt_for);
