@@ -9,9 +9,16 @@
 
 #include "internal.h"
 
-static CK_RV gen_key(p11t_hsm *h, CK_SESSION_HANDLE s, p11t_role role,
-                     CK_ULONG len, const uint8_t *id, const char *label,
-                     CK_OBJECT_HANDLE *out)
+/*
+ * One secret-key object of a generation, generated (value == NULL: len is
+ * CKA_VALUE_LEN) or imported (value of len bytes).  Non-extractable and
+ * sensitive from birth; SoftHSM will not loosen either flag later
+ * (DESIGN.md §2).  Each key does one job only; the label stays modifiable
+ * because it carries the lifecycle times.
+ */
+static CK_RV make_key(p11t_hsm *h, CK_SESSION_HANDLE s, p11t_role role,
+                      const uint8_t *value, CK_ULONG len, const uint8_t *id,
+                      const char *label, CK_OBJECT_HANDLE *out)
 {
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
     CK_KEY_TYPE kt = role == P11T_ROLE_AES ? CKK_AES : CKK_GENERIC_SECRET;
@@ -21,17 +28,16 @@ static CK_RV gen_key(p11t_hsm *h, CK_SESSION_HANDLE s, p11t_role role,
     CK_MECHANISM mech = {role == P11T_ROLE_AES ? CKM_AES_KEY_GEN
                                                : CKM_GENERIC_SECRET_KEY_GEN,
                          NULL, 0};
-    /* Non-extractable and sensitive from birth; SoftHSM will not loosen
-     * either flag later (DESIGN.md §2). Each key does one job only. */
     CK_ATTRIBUTE tmpl[] = {
+        value != NULL ? (CK_ATTRIBUTE){CKA_VALUE, (void *)value, len}
+                      : (CK_ATTRIBUTE){CKA_VALUE_LEN, &len, sizeof(len)},
         {CKA_CLASS, &cls, sizeof(cls)},
         {CKA_KEY_TYPE, &kt, sizeof(kt)},
-        {CKA_VALUE_LEN, &len, sizeof(len)},
         {CKA_TOKEN, &t, sizeof(t)},
         {CKA_PRIVATE, &t, sizeof(t)},
         {CKA_SENSITIVE, &t, sizeof(t)},
         {CKA_EXTRACTABLE, &f, sizeof(f)},
-        {CKA_MODIFIABLE, &t, sizeof(t)}, /* the label carries the times */
+        {CKA_MODIFIABLE, &t, sizeof(t)},
         {CKA_ENCRYPT, &is_aes, sizeof(is_aes)},
         {CKA_DECRYPT, &is_aes, sizeof(is_aes)},
         {CKA_SIGN, &is_mac, sizeof(is_mac)},
@@ -42,9 +48,11 @@ static CK_RV gen_key(p11t_hsm *h, CK_SESSION_HANDLE s, p11t_role role,
         {CKA_ID, (void *)id, P11T_NAME_LEN},
         {CKA_LABEL, (void *)label, (CK_ULONG)strlen(label)},
     };
+    CK_ULONG n = sizeof(tmpl) / sizeof(*tmpl);
 
-    return h->f->C_GenerateKey(s, &mech, tmpl, sizeof(tmpl) / sizeof(*tmpl),
-                               out);
+    if (value != NULL)
+        return h->f->C_CreateObject(s, tmpl, n, out);
+    return h->f->C_GenerateKey(s, &mech, tmpl, n, out);
 }
 
 CK_RV p11t_gen_create(p11t_hsm *h, CK_SESSION_HANDLE s, CK_ULONG aes_len,
@@ -72,13 +80,14 @@ CK_RV p11t_gen_create(p11t_hsm *h, CK_SESSION_HANDLE s, CK_ULONG aes_len,
         p11t_err_set(err, rv, "C_GenerateRandom failed: %s", p11t_rv_name(rv));
         return rv;
     }
-    rv = gen_key(h, s, P11T_ROLE_AES, aes_len, name, aes_label, &aes);
+    rv = make_key(h, s, P11T_ROLE_AES, NULL, aes_len, name, aes_label, &aes);
     if (rv != CKR_OK) {
         p11t_err_set(err, rv, "generating the AES key failed: %s",
                      p11t_rv_name(rv));
         return rv;
     }
-    rv = gen_key(h, s, P11T_ROLE_HMAC, P11T_HMAC_LEN, name, mac_label, &mac);
+    rv = make_key(h, s, P11T_ROLE_HMAC, NULL, P11T_HMAC_LEN, name, mac_label,
+                  &mac);
     if (rv != CKR_OK) {
         p11t_err_set(err, rv, "generating the HMAC key failed: %s",
                      p11t_rv_name(rv));
@@ -219,38 +228,6 @@ CK_RV p11t_hsm_set_times(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
     return rv;
 }
 
-static CK_RV create_key(p11t_hsm *h, CK_SESSION_HANDLE s, p11t_role role,
-                        const uint8_t *value, CK_ULONG len, const uint8_t *id,
-                        const char *label, CK_OBJECT_HANDLE *out)
-{
-    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-    CK_KEY_TYPE kt = role == P11T_ROLE_AES ? CKK_AES : CKK_GENERIC_SECRET;
-    CK_BBOOL t = CK_TRUE, f = CK_FALSE;
-    CK_BBOOL is_aes = role == P11T_ROLE_AES ? CK_TRUE : CK_FALSE;
-    CK_BBOOL is_mac = role == P11T_ROLE_HMAC ? CK_TRUE : CK_FALSE;
-    CK_ATTRIBUTE tmpl[] = {
-        {CKA_CLASS, &cls, sizeof(cls)},
-        {CKA_KEY_TYPE, &kt, sizeof(kt)},
-        {CKA_VALUE, (void *)value, len},
-        {CKA_TOKEN, &t, sizeof(t)},
-        {CKA_PRIVATE, &t, sizeof(t)},
-        {CKA_SENSITIVE, &t, sizeof(t)},
-        {CKA_EXTRACTABLE, &f, sizeof(f)},
-        {CKA_MODIFIABLE, &t, sizeof(t)},
-        {CKA_ENCRYPT, &is_aes, sizeof(is_aes)},
-        {CKA_DECRYPT, &is_aes, sizeof(is_aes)},
-        {CKA_SIGN, &is_mac, sizeof(is_mac)},
-        {CKA_VERIFY, &is_mac, sizeof(is_mac)},
-        {CKA_WRAP, &f, sizeof(f)},
-        {CKA_UNWRAP, &f, sizeof(f)},
-        {CKA_DERIVE, &f, sizeof(f)},
-        {CKA_ID, (void *)id, P11T_NAME_LEN},
-        {CKA_LABEL, (void *)label, (CK_ULONG)strlen(label)},
-    };
-
-    return h->f->C_CreateObject(s, tmpl, sizeof(tmpl) / sizeof(*tmpl), out);
-}
-
 CK_RV p11t_hsm_import(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
                       const uint8_t *aes, size_t aes_len, const uint8_t *hmac,
                       size_t hmac_len, const p11t_times *times, p11t_err *err)
@@ -304,13 +281,13 @@ CK_RV p11t_hsm_import(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
     }
     memset(mac_buf, 0, sizeof(mac_buf));
     memcpy(mac_buf, hmac, hmac_len);
-    rv = create_key(h, s, P11T_ROLE_AES, aes, (CK_ULONG)aes_len, name,
+    rv = make_key(h, s, P11T_ROLE_AES, aes, (CK_ULONG)aes_len, name,
                     aes_label, &ao);
     if (rv != CKR_OK) {
         p11t_err_set(err, rv, "storing the AES key failed: %s",
                      p11t_rv_name(rv));
     } else {
-        rv = create_key(h, s, P11T_ROLE_HMAC, mac_buf, (CK_ULONG)mac_len, name,
+        rv = make_key(h, s, P11T_ROLE_HMAC, mac_buf, (CK_ULONG)mac_len, name,
                         mac_label, &mo);
         if (rv != CKR_OK) {
             p11t_err_set(err, rv, "storing the HMAC key failed: %s",
