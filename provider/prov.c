@@ -71,6 +71,26 @@ void p11t_prov_raise_hsm(p11t_provctx *pc, const p11t_err *e)
     p11t_prov_raise(pc, reason, "%s", e->msg[0] ? e->msg : p11t_rv_name(e->rv));
 }
 
+int p11t_prov_key_name_param(p11t_provctx *pc, const OSSL_PARAM params[],
+                             uint8_t name[P11T_NAME_LEN], int *found)
+{
+    const OSSL_PARAM *p =
+        OSSL_PARAM_locate_const(params, P11TICKET_PARAM_KEY_NAME);
+
+    if (p == NULL)
+        return 1;
+    if (p->data_type != OSSL_PARAM_OCTET_STRING ||
+        p->data_size != P11T_NAME_LEN) {
+        p11t_prov_raise(pc, P11T_R_BAD_PARAM,
+                        P11TICKET_PARAM_KEY_NAME " must be a %d-byte octet "
+                        "string", P11T_NAME_LEN);
+        return 0;
+    }
+    memcpy(name, p->data, P11T_NAME_LEN);
+    *found = 1;
+    return 1;
+}
+
 EVP_MAC *p11t_prov_default_hmac(p11t_provctx *pc)
 {
     EVP_MAC *mac;

@@ -34,6 +34,13 @@ void p11t_prov_raise(p11t_provctx *pc, int reason, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Converts an hsm/ error (CK_RV + message) into an OpenSSL error. */
 void p11t_prov_raise_hsm(p11t_provctx *pc, const p11t_err *e);
+/*
+ * Reads P11TICKET_PARAM_KEY_NAME from params if present: returns 1 and sets
+ * *found (copying the name), or 0 with an error raised if it is not a
+ * 16-byte octet string.  Shared by the MAC and the cipher.
+ */
+int p11t_prov_key_name_param(p11t_provctx *pc, const OSSL_PARAM params[],
+                             uint8_t name[P11T_NAME_LEN], int *found);
 /* The default provider's HMAC, for the raw-key proxy. */
 EVP_MAC *p11t_prov_default_hmac(p11t_provctx *pc);
 

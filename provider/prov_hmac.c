@@ -128,19 +128,8 @@ static int hmac_set_ctx_params(void *vctx, const OSSL_PARAM params[])
 
     if (params == NULL)
         return 1;
-    if ((p = OSSL_PARAM_locate_const(params, P11TICKET_PARAM_KEY_NAME)) !=
-        NULL) {
-        if (p->data_type != OSSL_PARAM_OCTET_STRING ||
-            p->data_size != P11T_NAME_LEN) {
-            p11t_prov_raise(c->pc, P11T_R_BAD_PARAM,
-                            P11TICKET_PARAM_KEY_NAME
-                            " must be a %d-byte octet string",
-                            P11T_NAME_LEN);
-            return 0;
-        }
-        memcpy(c->name, p->data, P11T_NAME_LEN);
-        c->named = 1;
-    }
+    if (!p11t_prov_key_name_param(c->pc, params, c->name, &c->named))
+        return 0;
     if (OSSL_PARAM_locate_const(params, OSSL_MAC_PARAM_KEY) != NULL)
         c->named = 0; /* a raw key always means proxy mode */
     if (c->named &&
