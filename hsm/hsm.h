@@ -120,8 +120,9 @@ const char *p11t_state_name(p11t_state s);
 typedef struct p11t_keyinfo {
     uint8_t name[P11T_NAME_LEN];
     p11t_times times;
-    int has_aes, has_hmac;
+    int has_aes, has_hmac;      /* 1 present, 0 absent, -1 present twice */
     CK_ULONG aes_len, hmac_len; /* CKA_VALUE_LEN in bytes */
+    CK_OBJECT_HANDLE aes_obj, hmac_obj; /* token objects (when has_* == 1) */
 } p11t_keyinfo;
 
 /*
@@ -131,6 +132,11 @@ typedef struct p11t_keyinfo {
  * contents agrees.
  */
 int p11t_lifecycle_pick(const p11t_keyinfo *keys, size_t n, int64_t now);
+/* The pick's order: 1 if k encrypts in preference to best (best may be
+ * NULL).  Both are assumed complete and active. */
+int p11t_lifecycle_better(const p11t_keyinfo *k, const p11t_keyinfo *best);
+/* a + b for times, saturating below P11T_TIME_NEVER; NEVER stays NEVER. */
+int64_t p11t_time_add(int64_t a, int64_t b);
 
 /* ---- rotation planning (pure) -------------------------------------------- */
 
@@ -248,6 +254,18 @@ typedef struct p11t_objinfo {
     int value_readable; /* 1 if C_GetAttributeValue(CKA_VALUE) succeeded */
     CK_OBJECT_HANDLE handle;
 } p11t_objinfo;
+
+/*
+ * Folds objects into generations, exactly as the servers' handle cache does:
+ * an AES object counts if it is CKK_AES of 16 or 32 bytes, an HMAC object
+ * if it is CKK_GENERIC_SECRET/CKK_SHA256_HMAC of at least 16 bytes; a role
+ * present twice is marked -1 (ambiguous, never used); when the two labels
+ * disagree the stricter times win.  Generations made only of unusable
+ * objects are listed too (incomplete), so they can be cleaned up.  Pure;
+ * *out is malloc'd.  Returns 0, or -1 on bad arguments / no memory.
+ */
+int p11t_fold_generations(const p11t_objinfo *objs, size_t n,
+                          p11t_keyinfo **out, size_t *n_out);
 
 /* Every p11ticket object on the token; *objs is malloc'd, free() it. */
 CK_RV p11t_hsm_list(p11t_hsm *h, p11t_objinfo **objs, size_t *n, p11t_err *err);

@@ -162,58 +162,23 @@ CK_RV p11t_scan_objects(p11t_hsm *h, CK_SESSION_HANDLE s, int detail,
     return CKR_OK;
 }
 
-/* Folds the objects into generations.  A generation with two objects of the
- * same role is ambiguous and left incomplete, so it is never used. */
+/* The servers' view of the token: p11t_fold_generations, plus the handles
+ * operations use (the token objects until sync_copies makes copies). */
 static p11t_entry *build_entries(const p11t_objinfo *o, size_t n, size_t *out_n)
 {
-    p11t_entry *e = calloc(n ? n : 1, sizeof(*e));
-    size_t k = 0;
+    p11t_keyinfo *g;
+    p11t_entry *e;
+    size_t k;
 
-    if (e == NULL)
+    if (p11t_fold_generations(o, n, &g, &k) != 0)
         return NULL;
-    for (size_t i = 0; i < n; i++) {
-        int aes = o[i].role == P11T_ROLE_AES;
-        p11t_entry *g = NULL;
-
-        if (aes && (o[i].key_type != CKK_AES ||
-                    (o[i].value_len != 16 && o[i].value_len != 32)))
-            continue;
-        if (!aes && ((o[i].key_type != CKK_GENERIC_SECRET &&
-                      o[i].key_type != CKK_SHA256_HMAC) ||
-                     o[i].value_len < 16))
-            continue;
-        for (size_t j = 0; j < k; j++)
-            if (memcmp(e[j].info.name, o[i].name, P11T_NAME_LEN) == 0)
-                g = &e[j];
-        if (g == NULL) {
-            g = &e[k++];
-            memcpy(g->info.name, o[i].name, P11T_NAME_LEN);
-            g->info.times = o[i].times;
-        } else {
-            /* Both halves should agree; if not, the stricter wins. */
-            p11t_times *t = &g->info.times;
-
-            if (o[i].times.encrypt_from > t->encrypt_from)
-                t->encrypt_from = o[i].times.encrypt_from;
-            if (o[i].times.encrypt_until < t->encrypt_until)
-                t->encrypt_until = o[i].times.encrypt_until;
-            if (o[i].times.decrypt_until < t->decrypt_until)
-                t->decrypt_until = o[i].times.decrypt_until;
-        }
-        if (aes) {
-            g->info.has_aes = g->info.has_aes ? -1 : 1;
-            g->aes = g->aes_op = o[i].handle;
-            g->info.aes_len = o[i].value_len;
-        } else {
-            g->info.has_hmac = g->info.has_hmac ? -1 : 1;
-            g->hmac = g->hmac_op = o[i].handle;
-            g->info.hmac_len = o[i].value_len;
-        }
+    e = calloc(k ? k : 1, sizeof(*e));
+    for (size_t i = 0; e != NULL && i < k; i++) {
+        e[i].info = g[i];
+        e[i].aes = e[i].aes_op = g[i].aes_obj;
+        e[i].hmac = e[i].hmac_op = g[i].hmac_obj;
     }
-    for (size_t j = 0; j < k; j++) {
-        if (e[j].info.has_aes < 0 || e[j].info.has_hmac < 0)
-            e[j].info.has_aes = e[j].info.has_hmac = 0;
-    }
+    free(g);
     *out_n = k;
     return e;
 }
@@ -380,9 +345,9 @@ static int auto_rotate(p11t_hsm *h)
 
             if (memcmp(en->info.name, plan.destroy[i], P11T_NAME_LEN) != 0)
                 continue;
-            if (en->info.has_aes)
+            if (en->info.has_aes == 1)
                 h->f->C_DestroyObject(s, en->aes);
-            if (en->info.has_hmac)
+            if (en->info.has_hmac == 1)
                 h->f->C_DestroyObject(s, en->hmac);
             changed = 1;
         }
@@ -453,6 +418,14 @@ static int rescan_limited(p11t_hsm *h, p11t_err *err)
     return done;
 }
 
+/* Logged in, and the cache no older than refresh-interval. */
+static CK_RV cache_ready(p11t_hsm *h, p11t_err *err)
+{
+    CK_RV rv = p11t_hsm_ready(h, err);
+
+    return rv == CKR_OK ? ensure_fresh(h, err) : rv;
+}
+
 static int lookup(p11t_hsm *h, const uint8_t name[P11T_NAME_LEN], p11t_entry *out)
 {
     size_t lo = 0, hi;
@@ -489,9 +462,7 @@ static CK_RV find_entry(p11t_hsm *h, const uint8_t name[P11T_NAME_LEN],
     char hex[33];
     CK_RV rv;
 
-    rv = p11t_hsm_ready(h, err);
-    if (rv == CKR_OK)
-        rv = ensure_fresh(h, err);
+    rv = cache_ready(h, err);
     if (rv != CKR_OK)
         return rv;
     if (lookup(h, name, out))
@@ -562,7 +533,6 @@ static int pick_cached(p11t_hsm *h, int64_t now, uint8_t name[P11T_NAME_LEN])
     }
     for (size_t i = 0; i < h->n_entries; i++) {
         const p11t_keyinfo *k = &h->entries[i].info;
-        const p11t_keyinfo *b = best >= 0 ? &h->entries[best].info : NULL;
 
         next_boundary(k->times.encrypt_from, now, &until);
         next_boundary(k->times.encrypt_until, now, &until);
@@ -570,10 +540,8 @@ static int pick_cached(p11t_hsm *h, int64_t now, uint8_t name[P11T_NAME_LEN])
         if (k->has_aes != 1 || k->has_hmac != 1 ||
             p11t_lifecycle_state(&k->times, now) != P11T_STATE_ACTIVE)
             continue;
-        /* Same rule as p11t_lifecycle_pick, without copying. */
-        if (b == NULL || k->times.encrypt_from > b->times.encrypt_from ||
-            (k->times.encrypt_from == b->times.encrypt_from &&
-             memcmp(k->name, b->name, P11T_NAME_LEN) > 0))
+        if (p11t_lifecycle_better(k, best >= 0 ? &h->entries[best].info
+                                                : NULL))
             best = (int)i;
     }
     found = best >= 0;
@@ -594,9 +562,7 @@ CK_RV p11t_hsm_current(p11t_hsm *h, int64_t now,
 {
     CK_RV rv;
 
-    rv = p11t_hsm_ready(h, err);
-    if (rv == CKR_OK)
-        rv = ensure_fresh(h, err);
+    rv = cache_ready(h, err);
     if (rv != CKR_OK)
         return rv;
     if (pick_cached(h, now, name))

@@ -135,12 +135,21 @@ CK_RV p11t_hsm_list(p11t_hsm *h, p11t_objinfo **objs, size_t *n, p11t_err *err)
     return rv;
 }
 
-CK_RV p11t_hsm_destroy(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
-                       p11t_err *err)
+/* Applies op to every object of generation `name`, then refreshes the
+ * cache; P11T_CKR_UNKNOWN_KEY if op succeeded on none of them.  With
+ * skip_vanished, an object destroyed meanwhile by someone else is skipped
+ * rather than an error. */
+typedef CK_RV (*object_op)(p11t_hsm *h, CK_SESSION_HANDLE s,
+                           const p11t_objinfo *o, const void *arg,
+                           p11t_err *err);
+
+static CK_RV for_generation(p11t_hsm *h, const uint8_t name[P11T_NAME_LEN],
+                            object_op op, const void *arg, int skip_vanished,
+                            p11t_err *err)
 {
     p11t_objinfo *objs;
     CK_SESSION_HANDLE s;
-    size_t n, destroyed = 0;
+    size_t n, done = 0;
     unsigned ep;
     CK_RV rv;
 
@@ -154,18 +163,15 @@ CK_RV p11t_hsm_destroy(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
     for (size_t i = 0; rv == CKR_OK && i < n; i++) {
         if (memcmp(objs[i].name, name, P11T_NAME_LEN) != 0)
             continue;
-        rv = h->f->C_DestroyObject(s, objs[i].handle);
-        if (rv == CKR_OBJECT_HANDLE_INVALID)
-            rv = CKR_OK; /* destroyed meanwhile by someone else */
-        else if (rv == CKR_OK)
-            destroyed++;
-        else
-            p11t_err_set(err, rv, "C_DestroyObject failed: %s",
-                         p11t_rv_name(rv));
+        rv = op(h, s, &objs[i], arg, err);
+        if (rv == CKR_OK)
+            done++;
+        else if (skip_vanished && rv == CKR_OBJECT_HANDLE_INVALID)
+            rv = CKR_OK;
     }
     free(objs);
     p11t_session_put(h, s, ep, p11t_rv_is_token_lost(rv));
-    if (rv == CKR_OK && destroyed == 0) {
+    if (rv == CKR_OK && done == 0) {
         char hex[33];
 
         p11t_hex(name, hex);
@@ -177,55 +183,46 @@ CK_RV p11t_hsm_destroy(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
     return rv;
 }
 
+static CK_RV destroy_op(p11t_hsm *h, CK_SESSION_HANDLE s, const p11t_objinfo *o,
+                        const void *arg, p11t_err *err)
+{
+    CK_RV rv = h->f->C_DestroyObject(s, o->handle);
+
+    if (rv != CKR_OK && rv != CKR_OBJECT_HANDLE_INVALID)
+        p11t_err_set(err, rv, "C_DestroyObject failed: %s", p11t_rv_name(rv));
+    return rv;
+}
+
+CK_RV p11t_hsm_destroy(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
+                       p11t_err *err)
+{
+    return for_generation(h, name, destroy_op, NULL, 1, err);
+}
+
+static CK_RV relabel_op(p11t_hsm *h, CK_SESSION_HANDLE s, const p11t_objinfo *o,
+                        const void *arg, p11t_err *err)
+{
+    char label[128];
+    CK_ATTRIBUTE a = {CKA_LABEL, label, 0};
+    int len = p11t_label_format(label, sizeof(label), o->role, arg);
+    CK_RV rv;
+
+    if (len < 0) {
+        p11t_err_set(err, CKR_ARGUMENTS_BAD, "invalid key times");
+        return CKR_ARGUMENTS_BAD;
+    }
+    a.ulValueLen = (CK_ULONG)len;
+    rv = h->f->C_SetAttributeValue(s, o->handle, &a, 1);
+    if (rv != CKR_OK)
+        p11t_err_set(err, rv, "C_SetAttributeValue(CKA_LABEL) failed: %s",
+                     p11t_rv_name(rv));
+    return rv;
+}
+
 CK_RV p11t_hsm_set_times(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
                          const p11t_times *times, p11t_err *err)
 {
-    p11t_objinfo *objs;
-    CK_SESSION_HANDLE s;
-    size_t n, changed = 0;
-    unsigned ep;
-    CK_RV rv;
-
-    rv = p11t_hsm_ready(h, err);
-    if (rv != CKR_OK)
-        return rv;
-    rv = p11t_session_get(h, &s, &ep, err);
-    if (rv != CKR_OK)
-        return rv;
-    rv = p11t_scan_objects(h, s, 0, &objs, &n, err);
-    for (size_t i = 0; rv == CKR_OK && i < n; i++) {
-        char label[128];
-        CK_ATTRIBUTE a = {CKA_LABEL, label, 0};
-        int len;
-
-        if (memcmp(objs[i].name, name, P11T_NAME_LEN) != 0)
-            continue;
-        len = p11t_label_format(label, sizeof(label), objs[i].role, times);
-        if (len < 0) {
-            rv = CKR_ARGUMENTS_BAD;
-            p11t_err_set(err, rv, "invalid key times");
-            break;
-        }
-        a.ulValueLen = (CK_ULONG)len;
-        rv = h->f->C_SetAttributeValue(s, objs[i].handle, &a, 1);
-        if (rv != CKR_OK)
-            p11t_err_set(err, rv, "C_SetAttributeValue(CKA_LABEL) failed: %s",
-                         p11t_rv_name(rv));
-        else
-            changed++;
-    }
-    free(objs);
-    p11t_session_put(h, s, ep, p11t_rv_is_token_lost(rv));
-    if (rv == CKR_OK && changed == 0) {
-        char hex[33];
-
-        p11t_hex(name, hex);
-        p11t_err_set(err, P11T_CKR_UNKNOWN_KEY, "no key named %s", hex);
-        return P11T_CKR_UNKNOWN_KEY;
-    }
-    if (rv == CKR_OK)
-        (void)p11t_cache_refresh(h, &(p11t_err){0});
-    return rv;
+    return for_generation(h, name, relabel_op, times, 0, err);
 }
 
 CK_RV p11t_hsm_import(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],

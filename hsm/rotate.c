@@ -25,13 +25,6 @@ static int complete(const p11t_keyinfo *k)
     return k->has_aes == 1 && k->has_hmac == 1;
 }
 
-static int64_t sat_add(int64_t a, int64_t b)
-{
-    if (a == P11T_TIME_NEVER || b == P11T_TIME_NEVER)
-        return P11T_TIME_NEVER;
-    return a > P11T_TIME_NEVER - 1 - b ? P11T_TIME_NEVER - 1 : a + b;
-}
-
 /* End of the longest encrypt window active at t, or t itself if none. */
 static int64_t covered_until(const p11t_keyinfo *keys, size_t n,
                              const p11t_times *extra, size_t n_extra, int64_t t)
@@ -97,7 +90,7 @@ int p11t_rotate_plan(const p11t_keyinfo *keys, size_t n, int64_t now,
 
     /* Follow coverage from now; fill the first gap(s) within the lead. */
     t = now;
-    while (t != P11T_TIME_NEVER && t <= sat_add(now, policy->lead)) {
+    while (t != P11T_TIME_NEVER && t <= p11t_time_add(now, policy->lead)) {
         int64_t end = covered_until(keys, n, plan->create, plan->n_create, t);
         p11t_times *c;
 
@@ -109,8 +102,8 @@ int p11t_rotate_plan(const p11t_keyinfo *keys, size_t n, int64_t now,
             break;
         c = &plan->create[plan->n_create++];
         c->encrypt_from = t;
-        c->encrypt_until = sat_add(t, policy->encrypt_for);
-        c->decrypt_until = sat_add(c->encrypt_until, policy->decrypt_for);
+        c->encrypt_until = p11t_time_add(t, policy->encrypt_for);
+        c->decrypt_until = p11t_time_add(c->encrypt_until, policy->decrypt_for);
     }
     return 0;
 fail:

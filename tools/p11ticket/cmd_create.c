@@ -123,11 +123,11 @@ static int run(p11t_tool *t, int argc, char **argv)
         return rc;
 
     now = p11t_tool_now();
-    times.encrypt_from = p11t_tool_time_add(now, start);
+    times.encrypt_from = p11t_time_add(now, start);
     times.encrypt_until =
-        p11t_tool_time_add(times.encrypt_from, pol.encrypt_for);
+        p11t_time_add(times.encrypt_from, pol.encrypt_for);
     times.decrypt_until =
-        p11t_tool_time_add(times.encrypt_until, pol.decrypt_for);
+        p11t_time_add(times.encrypt_until, pol.decrypt_for);
     p11t_err_clear(&err);
     rv = p11t_hsm_create(t->hsm, aes_len, &times, name, &err);
     if (rv != CKR_OK)

@@ -215,7 +215,7 @@ static int check_names(p11t_tool *t, const p11t_keyfile *kf, int *active_now)
                         hex);
         clash++;
     }
-    *active_now = p11t_tool_pick(keys, n, p11t_tool_now()) >= 0;
+    *active_now = p11t_lifecycle_pick(keys, n, p11t_tool_now()) >= 0;
     free(keys);
     if (clash > 0) {
         p11t_tool_error("import: nothing imported");
@@ -234,7 +234,7 @@ static void warn_not_current(p11t_tool *t, const p11t_keyfile_key *k)
 
     if (p11t_tool_scan(t, "import", NULL, NULL, &keys, &n) != P11T_TOOL_OK)
         return;
-    cur = p11t_tool_pick(keys, n, p11t_tool_now());
+    cur = p11t_lifecycle_pick(keys, n, p11t_tool_now());
     if (cur >= 0 &&
         memcmp(keys[cur].name, k->name, P11T_KEYFILE_NAME_LEN) != 0) {
         char hex[33], curhex[33];
@@ -257,11 +257,11 @@ static void times_of(const p11t_keyfile *kf, size_t i, int active, int64_t now,
 
     tm->encrypt_from = now;
     if (a) {
-        tm->encrypt_until = p11t_tool_time_add(now, encrypt_for);
-        tm->decrypt_until = p11t_tool_time_add(tm->encrypt_until, decrypt_for);
+        tm->encrypt_until = p11t_time_add(now, encrypt_for);
+        tm->decrypt_until = p11t_time_add(tm->encrypt_until, decrypt_for);
     } else {
         tm->encrypt_until = now;
-        tm->decrypt_until = p11t_tool_time_add(now, decrypt_for);
+        tm->decrypt_until = p11t_time_add(now, decrypt_for);
     }
 }
 

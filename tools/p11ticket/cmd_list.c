@@ -359,7 +359,7 @@ static int list(p11t_tool *t, const p11t_tool_cmd *cmd, int argc, char **argv)
     }
 
     now = p11t_tool_now();
-    cur = p11t_tool_pick(gens, ng, now);
+    cur = p11t_lifecycle_pick(gens, ng, now);
     if (json)
         print_json(objs, n, gens, ng, cur, now);
     else if (n == 0)

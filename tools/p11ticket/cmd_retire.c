@@ -123,7 +123,7 @@ static int run(p11t_tool *t, int argc, char **argv)
     if (st != P11T_STATE_DECRYPT_ONLY)
         tm.encrypt_until = now;
     if (tm.decrypt_until == P11T_TIME_NEVER)
-        tm.decrypt_until = p11t_tool_time_add(now, pol.decrypt_for);
+        tm.decrypt_until = p11t_time_add(now, pol.decrypt_for);
 
     p11t_err_clear(&err);
     rv = p11t_hsm_set_times(t->hsm, name, &tm, &err);
@@ -143,7 +143,7 @@ static int run(p11t_tool *t, int argc, char **argv)
            t->refresh_interval);
 
     keys[i].times = tm;
-    if (p11t_tool_pick(keys, n, now) < 0)
+    if (p11t_lifecycle_pick(keys, n, now) < 0)
         p11t_tool_warn("no generation is active now: servers issue no "
                        "tickets until 'p11ticket rotate' (or create) makes "
                        "one");

@@ -77,7 +77,7 @@ static int run(p11t_tool *t, int argc, char **argv)
     p11t_hex(name, hex);
     now = p11t_tool_now();
     i = p11t_tool_find_name(keys, n, name);
-    current = i >= 0 && p11t_tool_pick(keys, n, now) == i;
+    current = i >= 0 && p11t_lifecycle_pick(keys, n, now) == i;
 
     p11t_err_clear(&err);
     rv = p11t_hsm_destroy(t->hsm, name, &err);
@@ -101,7 +101,7 @@ static int run(p11t_tool *t, int argc, char **argv)
         /* What the servers will pick once they see the key gone. */
         keys[i].has_aes = keys[i].has_hmac = 0;
     }
-    active_left = p11t_tool_pick(keys, n, now) >= 0;
+    active_left = p11t_lifecycle_pick(keys, n, now) >= 0;
     if (current)
         p11t_tool_warn(
             "%s was the key that encrypts%s: run 'p11ticket "

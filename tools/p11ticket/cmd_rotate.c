@@ -187,7 +187,7 @@ static int retire_overlapping(p11t_tool *t, const char *what,
                               size_t *actions)
 {
     size_t *idx = calloc(n ? n : 1, sizeof(*idx)), k;
-    int cur = p11t_tool_pick(keys, n, now), rc = P11T_TOOL_OK;
+    int cur = p11t_lifecycle_pick(keys, n, now), rc = P11T_TOOL_OK;
 
     if (idx == NULL) {
         p11t_tool_error("%s: out of memory", what);
@@ -219,7 +219,7 @@ static int retire_overlapping(p11t_tool *t, const char *what,
         }
         tm.encrypt_until = now;
         if (tm.decrypt_until == P11T_TIME_NEVER)
-            tm.decrypt_until = p11t_tool_time_add(now, policy->decrypt_for);
+            tm.decrypt_until = p11t_time_add(now, policy->decrypt_for);
         p11t_hex(g->name, hex);
         p11t_hex(keys[cur].name, curhex);
         p11t_tool_describe(&tm, now, desc, sizeof(desc));
@@ -315,7 +315,7 @@ int p11t_tool_rotate(p11t_tool *t, const char *what, const p11t_policy *given,
                                &actions);
         if (r != P11T_TOOL_OK)
             rc = r;
-        if (!dry_run && p11t_tool_pick(keys, n, now) < 0)
+        if (!dry_run && p11t_lifecycle_pick(keys, n, now) < 0)
             p11t_tool_warn("%s: no generation is active: servers issue no "
                            "tickets until a rotate succeeds",
                            what);

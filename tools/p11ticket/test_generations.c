@@ -90,7 +90,7 @@ static void test_fold(void)
     o[no++].value_len = 16;
     CHECK(no <= sizeof(o) / sizeof(o[0]));
 
-    CHECK(p11t_tool_fold(o, no, &g, &n) == 0);
+    CHECK(p11t_fold_generations(o, no, &g, &n) == 0);
     CHECK(n == 5);
 
     k = by_tag(g, n, 1);
@@ -117,10 +117,10 @@ static void test_fold(void)
     CHECK(k && k->hmac_len == 16);
     free(g);
 
-    CHECK(p11t_tool_fold(NULL, 0, &g, &n) == 0);
+    CHECK(p11t_fold_generations(NULL, 0, &g, &n) == 0);
     CHECK(n == 0);
     free(g);
-    CHECK(p11t_tool_fold(NULL, 3, &g, &n) == -1);
+    CHECK(p11t_fold_generations(NULL, 3, &g, &n) == -1);
 }
 
 static void test_pick(void)
@@ -131,21 +131,21 @@ static void test_pick(void)
     k[0] = gen(9, NOW - 2 * H, NOW + 10 * H, NOW + 30 * H);
     k[1] = gen(1, NOW - H, NOW + 11 * H, NOW + 30 * H);
     k[2] = gen(7, NOW + H, NOW + 13 * H, NOW + 30 * H); /* pending */
-    CHECK(p11t_tool_pick(k, 3, NOW) == 1);
+    CHECK(p11t_lifecycle_pick(k, 3, NOW) == 1);
     /* Ties go to the greatest name. */
     k[3] = gen(5, NOW - H, NOW + 11 * H, NOW + 30 * H);
-    CHECK(p11t_tool_pick(k, 4, NOW) == 3);
+    CHECK(p11t_lifecycle_pick(k, 4, NOW) == 3);
     /* A generation with a role twice is never used, even if it would win. */
     k[4] = gen(0xff, NOW - 60, NOW + H, NOW + 2 * H);
     k[4].has_aes = -1;
-    CHECK(p11t_tool_pick(k, 5, NOW) == 3);
+    CHECK(p11t_lifecycle_pick(k, 5, NOW) == 3);
     k[4].has_aes = 1;
-    CHECK(p11t_tool_pick(k, 5, NOW) == 4);
+    CHECK(p11t_lifecycle_pick(k, 5, NOW) == 4);
     /* Boundaries are half-open: [ef, eu). */
-    CHECK(p11t_tool_pick(&k[2], 1, NOW + H - 1) == -1);
-    CHECK(p11t_tool_pick(&k[2], 1, NOW + H) == 0);
-    CHECK(p11t_tool_pick(&k[2], 1, NOW + 13 * H) == -1);
-    CHECK(p11t_tool_pick(k, 0, NOW) == -1);
+    CHECK(p11t_lifecycle_pick(&k[2], 1, NOW + H - 1) == -1);
+    CHECK(p11t_lifecycle_pick(&k[2], 1, NOW + H) == 0);
+    CHECK(p11t_lifecycle_pick(&k[2], 1, NOW + 13 * H) == -1);
+    CHECK(p11t_lifecycle_pick(k, 0, NOW) == -1);
 }
 
 static void test_duplicates(void)
@@ -187,7 +187,7 @@ static void test_duplicates(void)
     /* Active twins (the gap was now) are left to the tie-break. */
     n = p11t_tool_duplicates(k, 3, ef, idx);
     CHECK(n == 0);
-    CHECK(p11t_tool_pick(k, 3, ef) == 1);
+    CHECK(p11t_lifecycle_pick(k, 3, ef) == 1);
     CHECK(p11t_tool_duplicates(k, 0, NOW, idx) == 0);
 }
 
@@ -202,14 +202,14 @@ static void test_overlapping(void)
     /* The successor and a decrypt-only predecessor are not affected. */
     k[2] = gen(0x30, NOW + 12 * H, NOW + 24 * H, NOW + 48 * H);
     k[3] = gen(0x40, NOW - 12 * H, NOW, NOW + 24 * H);
-    CHECK(p11t_tool_pick(k, 4, NOW + 5) == 1);
+    CHECK(p11t_lifecycle_pick(k, 4, NOW + 5) == 1);
     n = p11t_tool_overlapping(k, 4, NOW + 5, idx);
     CHECK(n == 1 && idx[0] == 0);
     /* Before the second existed, nothing overlaps. */
     CHECK(p11t_tool_overlapping(k, 1, NOW + 5, idx) == 0);
     /* Same encrypt-from: the smaller name is the one retired. */
     k[1].times = k[0].times;
-    CHECK(p11t_tool_pick(k, 4, NOW + 5) == 1);
+    CHECK(p11t_lifecycle_pick(k, 4, NOW + 5) == 1);
     n = p11t_tool_overlapping(k, 4, NOW + 5, idx);
     CHECK(n == 1 && idx[0] == 0);
     /* An incomplete twin is neither current nor retired. */
@@ -223,10 +223,10 @@ static void test_overlapping(void)
 
 static void test_time_add(void)
 {
-    CHECK(p11t_tool_time_add(NOW, H) == NOW + H);
-    CHECK(p11t_tool_time_add(P11T_TIME_NEVER, H) == P11T_TIME_NEVER);
-    CHECK(p11t_tool_time_add(NOW, P11T_TIME_NEVER) == P11T_TIME_NEVER);
-    CHECK(p11t_tool_time_add(P11T_TIME_NEVER - 5, 100) == P11T_TIME_NEVER - 1);
+    CHECK(p11t_time_add(NOW, H) == NOW + H);
+    CHECK(p11t_time_add(P11T_TIME_NEVER, H) == P11T_TIME_NEVER);
+    CHECK(p11t_time_add(NOW, P11T_TIME_NEVER) == P11T_TIME_NEVER);
+    CHECK(p11t_time_add(P11T_TIME_NEVER - 5, 100) == P11T_TIME_NEVER - 1);
 }
 
 int main(void)

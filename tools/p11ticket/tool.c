@@ -621,7 +621,7 @@ int p11t_tool_scan(p11t_tool *t, const char *what, p11t_objinfo **objs,
     rv = p11t_hsm_list(t->hsm, &o, &n, &err);
     if (rv != CKR_OK)
         return p11t_tool_report(what, rv, &err);
-    if (p11t_tool_fold(o, n, gens, n_gens) != 0) {
+    if (p11t_fold_generations(o, n, gens, n_gens) != 0) {
         free(o);
         p11t_tool_error("%s: out of memory", what);
         return P11T_TOOL_FAIL;

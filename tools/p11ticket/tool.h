@@ -159,23 +159,8 @@ int p11t_tool_key_name(const char *cmd, const char *arg,
 
 /* ---- generations (gen.c: pure) ------------------------------------------- */
 
-/*
- * Fold token objects into generations (p11t_keyinfo, malloc'd array): one
- * per key name.  Objects are counted for their role only if the servers
- * would use them (hsm/keys.c); has_aes/has_hmac are 0, 1, or -1 when the
- * role appears twice.  Times are the intersection of the objects' labels:
- * the latest encrypt-from, the earliest encrypt-until and decrypt-until.
- * Returns 0, or -1 on allocation failure.
- */
-int p11t_tool_fold(const p11t_objinfo *objs, size_t n, p11t_keyinfo **out,
-                   size_t *n_out);
-/* a + b, saturating below P11T_TIME_NEVER (which means "never"). */
-int64_t p11t_tool_time_add(int64_t a, int64_t b);
 /* Exactly one usable AES and one usable HMAC object. */
 int p11t_tool_complete(const p11t_keyinfo *k);
-/* The generation every server encrypts with at `now` (p11t_lifecycle_pick
- * over the complete generations), or -1. */
-int p11t_tool_pick(const p11t_keyinfo *keys, size_t n, int64_t now);
 /*
  * Racing rotators: among complete PENDING generations with identical times
  * whose encrypt-from is more than P11T_TOOL_SKEW seconds after `now`, all
@@ -186,7 +171,7 @@ size_t p11t_tool_duplicates(const p11t_keyinfo *keys, size_t n, int64_t now,
                             size_t *out);
 /*
  * Complete generations that are active at `now` besides the one that
- * encrypts (p11t_tool_pick): left by rotators that each created a key
+ * encrypts (p11t_lifecycle_pick): left by rotators that each created a key
  * starting now, or by a manual create or import.  They never encrypt while
  * the current key is active; rotate retires them so that exactly one
  * generation is active.  Writes their indices to out (room for n).
@@ -200,8 +185,8 @@ int p11t_tool_find_name(const p11t_keyinfo *keys, size_t n,
 /* ---- token helpers ------------------------------------------------------- */
 
 /*
- * p11t_hsm_list() and p11t_tool_fold().  objs may be NULL when the caller
- * needs only the generations.  On failure prints one line prefixed with
+ * p11t_hsm_list() and p11t_fold_generations().  objs may be NULL when the
+ * caller needs only the generations.  On failure prints one line prefixed with
  * `what` and returns the exit status.
  */
 int p11t_tool_scan(p11t_tool *t, const char *what, p11t_objinfo **objs,
