@@ -55,6 +55,15 @@ static CK_RV make_key(p11t_hsm *h, CK_SESSION_HANDLE s, p11t_role role,
     return h->f->C_GenerateKey(s, &mech, tmpl, n, out);
 }
 
+/* Logged in, with a session from the pool. */
+static CK_RV ready_session(p11t_hsm *h, CK_SESSION_HANDLE *s, unsigned *ep,
+                           p11t_err *err)
+{
+    CK_RV rv = p11t_hsm_ready(h, err);
+
+    return rv == CKR_OK ? p11t_session_get(h, s, ep, err) : rv;
+}
+
 CK_RV p11t_gen_create(p11t_hsm *h, CK_SESSION_HANDLE s, CK_ULONG aes_len,
                       const p11t_times *times, uint8_t name[P11T_NAME_LEN],
                       p11t_err *err)
@@ -103,10 +112,7 @@ CK_RV p11t_hsm_create(p11t_hsm *h, CK_ULONG aes_len, const p11t_times *times,
     unsigned ep;
     CK_RV rv;
 
-    rv = p11t_hsm_ready(h, err);
-    if (rv != CKR_OK)
-        return rv;
-    rv = p11t_session_get(h, &s, &ep, err);
+    rv = ready_session(h, &s, &ep, err);
     if (rv != CKR_OK)
         return rv;
     rv = p11t_gen_create(h, s, aes_len, times, name_out, err);
@@ -124,10 +130,7 @@ CK_RV p11t_hsm_list(p11t_hsm *h, p11t_objinfo **objs, size_t *n, p11t_err *err)
 
     *objs = NULL;
     *n = 0;
-    rv = p11t_hsm_ready(h, err);
-    if (rv != CKR_OK)
-        return rv;
-    rv = p11t_session_get(h, &s, &ep, err);
+    rv = ready_session(h, &s, &ep, err);
     if (rv != CKR_OK)
         return rv;
     rv = p11t_scan_objects(h, s, 1, objs, n, err);
@@ -153,10 +156,7 @@ static CK_RV for_generation(p11t_hsm *h, const uint8_t name[P11T_NAME_LEN],
     unsigned ep;
     CK_RV rv;
 
-    rv = p11t_hsm_ready(h, err);
-    if (rv != CKR_OK)
-        return rv;
-    rv = p11t_session_get(h, &s, &ep, err);
+    rv = ready_session(h, &s, &ep, err);
     if (rv != CKR_OK)
         return rv;
     rv = p11t_scan_objects(h, s, 0, &objs, &n, err);
@@ -249,10 +249,7 @@ CK_RV p11t_hsm_import(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
         p11t_err_set(err, CKR_ARGUMENTS_BAD, "invalid key times");
         return CKR_ARGUMENTS_BAD;
     }
-    rv = p11t_hsm_ready(h, err);
-    if (rv != CKR_OK)
-        return rv;
-    rv = p11t_session_get(h, &s, &ep, err);
+    rv = ready_session(h, &s, &ep, err);
     if (rv != CKR_OK)
         return rv;
     {
