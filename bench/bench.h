@@ -104,13 +104,21 @@ typedef struct bench_prov {
 int bench_prov_load(bench_prov *p, const char *cnf, char *err, size_t errlen);
 void bench_prov_free(bench_prov *p);
 
+/* Which objects a floor's calls use. */
+enum bench_keys { BENCH_KEYS_TOKEN, BENCH_KEYS_COPY, BENCH_KEYS_PUBLIC };
+
 /* The bare PKCS#11 module: the same keys, found by CKA_ID. */
 typedef struct bench_floor {
     CK_FUNCTION_LIST_PTR f;
     CK_SESSION_HANDLE s;
     CK_OBJECT_HANDLE aes_tok, hmac_tok; /* token objects */
     CK_OBJECT_HANDLE aes_ses, hmac_ses; /* C_CopyObject, CKA_TOKEN false */
-    int use_session;                    /* which pair seal/open use */
+    /* Fresh random session keys with CKA_PRIVATE false.  Not the ticket
+     * keys and not usable by p11ticket: a copy cannot drop CKA_PRIVATE
+     * (SoftHSM refuses it), so these only show what the token would cost
+     * if its keys were public session objects (docs/performance.md). */
+    CK_OBJECT_HANDLE aes_pub, hmac_pub;
+    enum bench_keys keys;               /* which pair seal/open use */
     uint8_t name[P11T_NAME_LEN];        /* CKA_ID of both keys */
     uint8_t ticket[BENCH_TICKET_LEN];   /* one valid ticket, for token work */
     int ticket_ready;
@@ -181,7 +189,10 @@ enum bench_hs { BENCH_TLS13_RESUME, BENCH_TLS12_RESUME, BENCH_TLS13_FULL,
                 BENCH_HS_COUNT };
 
 /* The three servers: the product, the token's floor, OpenSSL alone. */
-enum bench_variant { BENCH_V_P11, BENCH_V_FLOOR, BENCH_V_MEM, BENCH_V_COUNT };
+/* p11ticket, the floor server on the objects p11ticket uses, the floor
+ * server on public session keys (bench_floor.aes_pub), in-memory tickets. */
+enum bench_variant { BENCH_V_P11, BENCH_V_FLOOR, BENCH_V_FLOOR_PUB, BENCH_V_MEM,
+                     BENCH_V_COUNT };
 
 typedef struct bench_tls_result {
     double hs_s[BENCH_V_COUNT];    /* medians of per-round handshakes/s */
@@ -189,6 +200,7 @@ typedef struct bench_tls_result {
     double tickets[BENCH_V_COUNT]; /* new sessions per handshake (client) */
     double ratio;                  /* p11ticket / in-memory, paired */
     double bound;                  /* floor / in-memory, paired */
+    double bound_pub;              /* public-key floor / in-memory, paired */
     double vs_floor;               /* p11ticket / floor, paired */
     size_t rounds, handshakes;
 } bench_tls_result;
@@ -199,12 +211,14 @@ typedef struct bench_tls {
     const char *mem_propq;         /* what the in-memory servers used */
     const uint8_t *expect_name;    /* p11ticket tickets must carry it */
     bench_floor *floor;            /* the floor server's token work */
+    bench_floor *floor_pub;        /* the same on public session keys */
     EVP_CIPHER *floor_cipher;      /* its in-memory ticket keys */
     unsigned char floor_aes[32], floor_hmac[32];
 } bench_tls;
 
 int bench_tls_init(bench_tls *t, bench_prov *p, bench_floor *floor,
-                   const uint8_t *expect_name, char *err, size_t errlen);
+                   bench_floor *floor_pub, const uint8_t *expect_name,
+                   char *err, size_t errlen);
 void bench_tls_free(bench_tls *t);
 int bench_tls_run(bench_tls *t, enum bench_hs kind, double seconds,
                   bench_tls_result *out, char *err, size_t errlen);

@@ -35,15 +35,15 @@
 #define BATCH 32
 
 enum way_id { W_PROV_COPIES, W_PROV_TOKEN, W_FLOOR_SESSION, W_FLOOR_TOKEN,
-              W_INMEM, W_COUNT };
+              W_FLOOR_PUBLIC, W_INMEM, W_COUNT };
 
 static const char *const way_names[W_COUNT] = {
     "provider, session-copies=yes", "provider, session-copies=no",
     "PKCS#11 floor, session objects", "PKCS#11 floor, token objects",
-    "OpenSSL in memory"};
+    "floor, public session keys *", "OpenSSL in memory"};
 static const char *const way_keys[W_COUNT] = {"prov-copies", "prov-token",
                                               "floor-session", "floor-token",
-                                              "inmem"};
+                                              "floor-public", "inmem"};
 
 /*
  * One phase of the ring test: the provider with the interleaved references,
@@ -100,11 +100,13 @@ static void usage(FILE *fp)
           "  -l, --loop WAY N     only WAY, N times, for profiling: seal+open "
           "with\n"
           "                       prov-copies prov-token floor-session "
-          "floor-token inmem\n"
+          "floor-token\n"
+          "                       floor-public inmem\n"
           "                       (each also as WAY-cold: caches flushed "
           "before each pair),\n"
           "                       or server handshakes with "
-          "KIND-p11, KIND-floor, KIND-mem\n"
+          "KIND-p11, KIND-floor,\n"
+          "                       KIND-floor-public, KIND-mem\n"
           "                       where KIND is tls13-resume, tls12-resume or "
           "tls13-full\n"
           "  -r, --ring N         with --loop: first fill the token up to N "
@@ -246,32 +248,40 @@ static void print_sealopen(const results *r)
            "with copies and\n    the others against the floor on session "
            "objects, provider without copies\n    against the floor on token "
            "objects)\n");
+    printf("   * random keys with CKA_PRIVATE false: what the token costs when "
+           "it need not\n     unwrap the key per operation.  A reference only: "
+           "a copy of a private token\n     key cannot drop CKA_PRIVATE, so "
+           "p11ticket cannot use such objects.\n");
 }
 
 static void print_tls(const results *r)
 {
     printf("\n== 2. Server-side handshakes over memory BIOs (server's SSL "
            "calls only)\n");
-    printf("%-24s %9s %9s %9s %7s %7s %8s %8s %8s\n", "handshakes/s",
-           "p11ticket", "floor", "in-mem", "ratio", "bound", "p11 us",
-           "floor us", "mem us");
+    printf("%-24s %9s %9s %9s %7s %7s %7s %8s %8s %8s\n", "handshakes/s",
+           "p11ticket", "floor", "in-mem", "ratio", "bound", "bound*",
+           "p11 us", "floor us", "mem us");
     for (int k = 0; k < BENCH_HS_COUNT; k++) {
         const bench_tls_result *t = &r->tls[k];
 
-        printf("%-24s %9.0f %9.0f %9.0f %7.3f %7.3f %8.1f %8.1f %8.1f\n",
+        printf("%-24s %9.0f %9.0f %9.0f %7.3f %7.3f %7.3f %8.1f %8.1f %8.1f\n",
                bench_hs_name((enum bench_hs)k), t->hs_s[BENCH_V_P11],
                t->hs_s[BENCH_V_FLOOR], t->hs_s[BENCH_V_MEM], t->ratio,
-               t->bound, t->us[BENCH_V_P11], t->us[BENCH_V_FLOOR],
-               t->us[BENCH_V_MEM]);
+               t->bound, t->bound_pub, t->us[BENCH_V_P11],
+               t->us[BENCH_V_FLOOR], t->us[BENCH_V_MEM]);
     }
     printf("   ratio = p11ticket / in-memory; bound = floor / in-memory, where "
            "floor is\n   in-memory tickets plus the same bare PKCS#11 calls "
-           "(the best a token design\n   can do here); medians over %zu "
-           "interleaved rounds; new sessions per handshake\n   (p11ticket / "
-           "floor / in-memory):", r->tls[0].rounds);
+           "on the objects p11ticket\n   uses (the best a token design can "
+           "do here); bound* = the same calls on public\n   session keys "
+           "(see * above; not reachable); medians over %zu interleaved\n"
+           "   rounds; new sessions per handshake (p11ticket / floor / "
+           "floor* / in-memory):", r->tls[0].rounds);
     for (int k = 0; k < BENCH_HS_COUNT; k++)
-        printf(" %.2f/%.2f/%.2f", r->tls[k].tickets[BENCH_V_P11],
-               r->tls[k].tickets[BENCH_V_FLOOR], r->tls[k].tickets[BENCH_V_MEM]);
+        printf(" %.2f/%.2f/%.2f/%.2f", r->tls[k].tickets[BENCH_V_P11],
+               r->tls[k].tickets[BENCH_V_FLOOR],
+               r->tls[k].tickets[BENCH_V_FLOOR_PUB],
+               r->tls[k].tickets[BENCH_V_MEM]);
     printf("\n");
 }
 
@@ -417,14 +427,18 @@ static void print_json(const results *r, const target t[6], const options *o)
     json_num(stdout, &first, "floor_token_seal_us", r->way[W_FLOOR_TOKEN].seal_us);
     json_num(stdout, &first, "floor_token_open_us", r->way[W_FLOOR_TOKEN].open_us);
     json_num(stdout, &first, "floor_token_us", r->way[W_FLOOR_TOKEN].pair_us);
+    json_num(stdout, &first, "floor_public_us", r->way[W_FLOOR_PUBLIC].pair_us);
     json_num(stdout, &first, "inmem_seal_us", r->way[W_INMEM].seal_us);
     json_num(stdout, &first, "inmem_open_us", r->way[W_INMEM].open_us);
     json_num(stdout, &first, "inmem_us", r->way[W_INMEM].pair_us);
     for (int k = 0; k < BENCH_HS_COUNT; k++) {
-        static const char *const v[BENCH_V_COUNT] = {"p11", "floor", "mem"};
+        static const char *const v[BENCH_V_COUNT] = {"p11", "floor",
+                                                     "floor_public", "mem"};
 
         snprintf(key, sizeof(key), "%s_bound", hs_keys[k]);
         json_num(stdout, &first, key, r->tls[k].bound);
+        snprintf(key, sizeof(key), "%s_bound_public", hs_keys[k]);
+        json_num(stdout, &first, key, r->tls[k].bound_pub);
         snprintf(key, sizeof(key), "%s_vs_floor", hs_keys[k]);
         json_num(stdout, &first, key, r->tls[k].vs_floor);
         for (int i = 0; i < BENCH_V_COUNT; i++) {
@@ -467,6 +481,7 @@ typedef struct bench {
     bench_prov prov_main, prov_alt; /* the file; session-copies flipped */
     bench_prov *copies, *token;     /* which of the two has copies on/off */
     bench_floor floor, floor_tok;   /* floor_tok: same session, token keys */
+    bench_floor floor_pub;          /* same session, public session keys */
     bench_inmem inmem;
     bench_tls tls;
     results r;
@@ -481,12 +496,14 @@ static void section_title(const char *what, double seconds)
 static int run_sealopen(bench *b)
 {
     bench_way ways[W_COUNT];
-    int check[W_COUNT] = {1, 1, 0, 0, 0};
+    int check[W_COUNT] = {1, 1, 0, 0, 0, 0};
 
     bench_way_prov(&ways[W_PROV_COPIES], way_names[W_PROV_COPIES], b->copies);
     bench_way_prov(&ways[W_PROV_TOKEN], way_names[W_PROV_TOKEN], b->token);
     bench_way_floor(&ways[W_FLOOR_SESSION], way_names[W_FLOOR_SESSION], &b->floor);
     bench_way_floor(&ways[W_FLOOR_TOKEN], way_names[W_FLOOR_TOKEN], &b->floor_tok);
+    bench_way_floor(&ways[W_FLOOR_PUBLIC], way_names[W_FLOOR_PUBLIC],
+                    &b->floor_pub);
     bench_way_inmem(&ways[W_INMEM], way_names[W_INMEM], &b->inmem);
     section_title("seal/open per ticket", 2 * b->opt.seconds);
     /* Warm-up round: first scans, session copies, caches. */
@@ -509,8 +526,8 @@ static bench_floor *file_floor(bench *b)
 
 static int run_tls(bench *b)
 {
-    if (!bench_tls_init(&b->tls, &b->prov_main, file_floor(b), b->setup.key,
-                        b->err, sizeof(b->err)))
+    if (!bench_tls_init(&b->tls, &b->prov_main, file_floor(b), &b->floor_pub,
+                        b->setup.key, b->err, sizeof(b->err)))
         return 0;
     if (b->tls.mem_propq != NULL)
         fprintf(stderr, "p11ticket-bench: note: 'HMAC' without properties "
@@ -675,7 +692,7 @@ static int run_loop(bench *b)
 
     for (int k = 0; k < BENCH_HS_COUNT; k++) {
         static const char *const sfx[BENCH_V_COUNT] = {"-p11", "-floor",
-                                                       "-mem"};
+                                                       "-floor-public", "-mem"};
         size_t nlen = strlen(hs_loop_names[k]);
         const char *v = b->opt.loop_way + nlen;
         int variant = -1;
@@ -687,8 +704,9 @@ static int run_loop(bench *b)
                 variant = i;
         if (variant < 0)
             continue;
-        if (!bench_tls_init(&b->tls, &b->prov_main, file_floor(b), b->setup.key,
-                            b->err, sizeof(b->err)) ||
+        if (!bench_tls_init(&b->tls, &b->prov_main, file_floor(b),
+                            &b->floor_pub, b->setup.key, b->err,
+                            sizeof(b->err)) ||
             !bench_tls_loop(&b->tls, (enum bench_hs)k, variant, 50, &us,
                             b->err, sizeof(b->err)) ||
             !bench_tls_loop(&b->tls, (enum bench_hs)k, variant, b->opt.loop_n,
@@ -711,6 +729,8 @@ static int run_loop(bench *b)
         bench_way_floor(&w, way_names[W_FLOOR_SESSION], &b->floor);
     else if (strcmp(way, way_keys[W_FLOOR_TOKEN]) == 0)
         bench_way_floor(&w, way_names[W_FLOOR_TOKEN], &b->floor_tok);
+    else if (strcmp(way, way_keys[W_FLOOR_PUBLIC]) == 0)
+        bench_way_floor(&w, way_names[W_FLOOR_PUBLIC], &b->floor_pub);
     else if (strcmp(way, way_keys[W_INMEM]) == 0)
         bench_way_inmem(&w, way_names[W_INMEM], &b->inmem);
     else {
@@ -766,9 +786,11 @@ static int prepare(bench *b)
     b->token = b->setup.session_copies ? &b->prov_alt : &b->prov_main;
     if (!bench_floor_open(&b->floor, &b->setup, b->err, sizeof(b->err)))
         return 0;
-    b->floor.use_session = 1;
+    b->floor.keys = BENCH_KEYS_COPY;
     b->floor_tok = b->floor;
-    b->floor_tok.use_session = 0;
+    b->floor_tok.keys = BENCH_KEYS_TOKEN;
+    b->floor_pub = b->floor;
+    b->floor_pub.keys = BENCH_KEYS_PUBLIC;
     return bench_inmem_init(&b->inmem, b->prov_main.libctx, b->err,
                             sizeof(b->err));
 }

@@ -1,5 +1,5 @@
 /*
- * ticket.c - one session ticket sealed and opened three ways.
+ * ticket.c - one session ticket sealed and opened in several ways.
  *
  * Every way produces the same bytes libssl would put on the wire
  * (construct_stateless_ticket / tls_decrypt_ticket, DESIGN.md §1):
@@ -14,7 +14,9 @@
  *            init, the renew query, MAC, compare, DecryptUpdate + Final.
  *  floor     the same keys on the bare module: C_EncryptInit + C_Encrypt and
  *            C_SignInit + C_Sign (seal); C_SignInit + C_Sign and
- *            C_DecryptInit + C_Decrypt (open).  No provider, no EVP.
+ *            C_DecryptInit + C_Decrypt (open).  No provider, no EVP.  On
+ *            token objects, on session copies (what p11ticket uses), or on
+ *            random public session keys (a reference only: see bench.h).
  *  inmem     OpenSSL's AES-256-CBC and HMAC-SHA256 with raw keys, the way
  *            libssl's built-in ticket keys work.
  *
@@ -394,6 +396,27 @@ static CK_RV login_if_needed(bench_floor *fl, const bench_setup *s, char *err,
     return rv == CKR_USER_ALREADY_LOGGED_IN ? CKR_OK : rv;
 }
 
+/* A random 32-byte session key with CKA_PRIVATE false (still sensitive and
+ * never extractable), for the public-key reference only. */
+static CK_RV public_session_key(bench_floor *fl, CK_MECHANISM_TYPE gen,
+                                CK_OBJECT_HANDLE *out)
+{
+    CK_MECHANISM mech = {gen, NULL, 0};
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ULONG len = 32;
+    CK_ATTRIBUTE tmpl[] = {{CKA_TOKEN, &no, sizeof(no)},
+                           {CKA_PRIVATE, &no, sizeof(no)},
+                           {CKA_SENSITIVE, &yes, sizeof(yes)},
+                           {CKA_EXTRACTABLE, &no, sizeof(no)},
+                           {gen == CKM_AES_KEY_GEN ? CKA_ENCRYPT : CKA_SIGN,
+                            &yes, sizeof(yes)},
+                           {gen == CKM_AES_KEY_GEN ? CKA_DECRYPT : CKA_VERIFY,
+                            &yes, sizeof(yes)},
+                           {CKA_VALUE_LEN, &len, sizeof(len)}};
+
+    return fl->f->C_GenerateKey(fl->s, &mech, tmpl, 7, out);
+}
+
 int bench_floor_open(bench_floor *fl, const bench_setup *s, char *err,
                      size_t errlen)
 {
@@ -452,6 +475,12 @@ int bench_floor_open(bench_floor *fl, const bench_setup *s, char *err,
     if (rv == CKR_OK)
         rv = fl->f->C_CopyObject(fl->s, fl->hmac_tok, &session_obj, 1,
                                  &fl->hmac_ses);
+    if (rv == CKR_OK) {
+        step = "C_GenerateKey (public session keys)";
+        rv = public_session_key(fl, CKM_AES_KEY_GEN, &fl->aes_pub);
+    }
+    if (rv == CKR_OK)
+        rv = public_session_key(fl, CKM_GENERIC_SECRET_KEY_GEN, &fl->hmac_pub);
     if (rv != CKR_OK) {
         if (err[0] == '\0')
             snprintf(err, errlen, "PKCS#11 floor: %s: %s", step,
@@ -469,8 +498,31 @@ void bench_floor_close(bench_floor *fl)
         fl->f->C_DestroyObject(fl->s, fl->aes_ses);
     if (fl->hmac_ses != CK_INVALID_HANDLE)
         fl->f->C_DestroyObject(fl->s, fl->hmac_ses);
+    if (fl->aes_pub != CK_INVALID_HANDLE)
+        fl->f->C_DestroyObject(fl->s, fl->aes_pub);
+    if (fl->hmac_pub != CK_INVALID_HANDLE)
+        fl->f->C_DestroyObject(fl->s, fl->hmac_pub);
     fl->f->C_CloseSession(fl->s);
     memset(fl, 0, sizeof(*fl));
+}
+
+static void floor_keys(const bench_floor *fl, CK_OBJECT_HANDLE *aes,
+                       CK_OBJECT_HANDLE *hmac)
+{
+    *aes = fl->aes_tok;
+    *hmac = fl->hmac_tok;
+    switch (fl->keys) {
+    case BENCH_KEYS_TOKEN:
+        return;
+    case BENCH_KEYS_COPY:
+        *aes = fl->aes_ses;
+        *hmac = fl->hmac_ses;
+        return;
+    case BENCH_KEYS_PUBLIC:
+        *aes = fl->aes_pub;
+        *hmac = fl->hmac_pub;
+        return;
+    }
 }
 
 static int floor_seal(void *vctx, const uint8_t iv[P11T_IV_LEN],
@@ -479,8 +531,9 @@ static int floor_seal(void *vctx, const uint8_t iv[P11T_IV_LEN],
     bench_floor *fl = vctx;
     CK_MECHANISM cbc = {CKM_AES_CBC_PAD, (void *)iv, P11T_IV_LEN};
     CK_MECHANISM mac = {CKM_SHA256_HMAC, NULL, 0};
-    CK_OBJECT_HANDLE aes = fl->use_session ? fl->aes_ses : fl->aes_tok;
-    CK_OBJECT_HANDLE hmac = fl->use_session ? fl->hmac_ses : fl->hmac_tok;
+    CK_OBJECT_HANDLE aes, hmac;
+
+    floor_keys(fl, &aes, &hmac);
     CK_ULONG cl = BENCH_CT_LEN, ml = P11T_HMAC_LEN;
 
     memcpy(t, fl->name, P11T_NAME_LEN);
@@ -502,8 +555,9 @@ static int floor_open(void *vctx, const uint8_t t[BENCH_TICKET_LEN],
     CK_MECHANISM cbc = {CKM_AES_CBC_PAD, (void *)(t + P11T_NAME_LEN),
                         P11T_IV_LEN};
     CK_MECHANISM mac = {CKM_SHA256_HMAC, NULL, 0};
-    CK_OBJECT_HANDLE aes = fl->use_session ? fl->aes_ses : fl->aes_tok;
-    CK_OBJECT_HANDLE hmac = fl->use_session ? fl->hmac_ses : fl->hmac_tok;
+    CK_OBJECT_HANDLE aes, hmac;
+
+    floor_keys(fl, &aes, &hmac);
     uint8_t tag[P11T_HMAC_LEN];
     CK_ULONG ml = sizeof(tag), pl = BENCH_CT_LEN;
 

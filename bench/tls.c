@@ -2,13 +2,16 @@
  * tls.c - server-side handshake cost, p11ticket tickets against OpenSSL's
  * built-in in-memory tickets, over memory BIOs in one process.
  *
- * Three servers, interleaved batch by batch:
+ * Four servers, interleaved batch by batch:
  *   p11ticket  p11ticket_SSL_CTX_new() + p11ticket_enable(): the product.
  *   floor      in-memory ticket keys through a ticket callback that first
  *              makes the same bare PKCS#11 calls p11ticket needs for that
  *              ticket (ticket.c, bench_floor_token_work).  It is the best
  *              any PKCS#11 design can do with this token: the token's own
  *              cost, inside a real handshake, with nothing of p11ticket.
+ *   floor*     the same on random public session keys (bench.h): what the
+ *              token would allow if it did not unwrap a private key per
+ *              call.  A reference for the targets, not reachable.
  *   in-memory  SSL_CTX_new_ex() with OpenSSL's built-in ticket keys.
  *
  * Only the server's calls are timed: SSL_new, every SSL_do_handshake step,
@@ -166,12 +169,15 @@ static int floor_ticket_cb(SSL *s, unsigned char key_name[16],
                            EVP_MAC_CTX *hctx, int enc)
 {
     bench_tls *t = SSL_CTX_get_app_data(SSL_get_SSL_CTX(s));
+    bench_floor *fl;
 
     if (t == NULL)
         return 0;
+    fl = SSL_get_SSL_CTX(s) == t->srv[BENCH_V_FLOOR_PUB] ? t->floor_pub
+                                                         : t->floor;
     if (enc) {
         if (RAND_bytes(iv, P11T_IV_LEN) != 1 ||
-            !bench_floor_token_work(t->floor, 1))
+            !bench_floor_token_work(fl, 1))
             return 0;
         memcpy(key_name, floor_key_name, sizeof(floor_key_name));
         return EVP_EncryptInit_ex2(cctx, t->floor_cipher, t->floor_aes, iv,
@@ -179,7 +185,7 @@ static int floor_ticket_cb(SSL *s, unsigned char key_name[16],
                floor_mac_init(t, hctx);
     }
     if (memcmp(key_name, floor_key_name, sizeof(floor_key_name)) != 0 ||
-        !bench_floor_token_work(t->floor, 0))
+        !bench_floor_token_work(fl, 0))
         return 0;
     if (!EVP_DecryptInit_ex2(cctx, t->floor_cipher, t->floor_aes, iv, NULL) ||
         !floor_mac_init(t, hctx))
@@ -188,11 +194,13 @@ static int floor_ticket_cb(SSL *s, unsigned char key_name[16],
 }
 
 int bench_tls_init(bench_tls *t, bench_prov *p, bench_floor *floor,
-                   const uint8_t *expect_name, char *err, size_t errlen)
+                   bench_floor *floor_pub, const uint8_t *expect_name,
+                   char *err, size_t errlen)
 {
     memset(t, 0, sizeof(*t));
     t->expect_name = expect_name;
     t->floor = floor;
+    t->floor_pub = floor_pub;
     t->mem_propq = inmem_propq(p->libctx);
     t->srv[BENCH_V_P11] = p11ticket_SSL_CTX_new(p->libctx, TLS_server_method());
     if (t->srv[BENCH_V_P11] == NULL) {
@@ -206,6 +214,8 @@ int bench_tls_init(bench_tls *t, bench_prov *p, bench_floor *floor,
     }
     t->srv[BENCH_V_FLOOR] =
         SSL_CTX_new_ex(p->libctx, t->mem_propq, TLS_server_method());
+    t->srv[BENCH_V_FLOOR_PUB] =
+        SSL_CTX_new_ex(p->libctx, t->mem_propq, TLS_server_method());
     t->srv[BENCH_V_MEM] =
         SSL_CTX_new_ex(p->libctx, t->mem_propq, TLS_server_method());
     t->floor_cipher =
@@ -214,7 +224,8 @@ int bench_tls_init(bench_tls *t, bench_prov *p, bench_floor *floor,
     t->client = t->client_libctx != NULL
                     ? SSL_CTX_new_ex(t->client_libctx, NULL, TLS_client_method())
                     : NULL;
-    if (t->srv[BENCH_V_FLOOR] == NULL || t->srv[BENCH_V_MEM] == NULL ||
+    if (t->srv[BENCH_V_FLOOR] == NULL || t->srv[BENCH_V_FLOOR_PUB] == NULL ||
+        t->srv[BENCH_V_MEM] == NULL ||
         t->floor_cipher == NULL || t->client == NULL ||
         RAND_bytes(t->floor_aes, sizeof(t->floor_aes)) != 1 ||
         RAND_bytes(t->floor_hmac, sizeof(t->floor_hmac)) != 1 ||
@@ -228,11 +239,13 @@ int bench_tls_init(bench_tls *t, bench_prov *p, bench_floor *floor,
             ssl_err(err, errlen, "setting up the TLS contexts");
             return 0;
         }
-    SSL_CTX_set_app_data(t->srv[BENCH_V_FLOOR], t);
-    if (SSL_CTX_set_tlsext_ticket_key_evp_cb(t->srv[BENCH_V_FLOOR],
-                                             floor_ticket_cb) != 1) {
-        ssl_err(err, errlen, "installing the floor ticket callback");
-        return 0;
+    for (int v = BENCH_V_FLOOR; v <= BENCH_V_FLOOR_PUB; v++) {
+        SSL_CTX_set_app_data(t->srv[v], t);
+        if (SSL_CTX_set_tlsext_ticket_key_evp_cb(t->srv[v],
+                                                 floor_ticket_cb) != 1) {
+            ssl_err(err, errlen, "installing the floor ticket callback");
+            return 0;
+        }
     }
     SSL_CTX_set_session_cache_mode(t->client, SSL_SESS_CACHE_CLIENT |
                                                   SSL_SESS_CACHE_NO_INTERNAL_STORE);
@@ -402,7 +415,7 @@ static int ticket_name_is(const SSL_SESSION *sess, const uint8_t *name)
 }
 
 static const char *const vname[BENCH_V_COUNT] = {"p11ticket", "floor",
-                                                  "in-memory"};
+                                                  "floor*", "in-memory"};
 
 /* A full handshake whose session the client keeps, for resumptions. */
 static int prime(bench_tls *t, enum bench_hs kind, int v, SSL_SESSION **sess,
@@ -533,6 +546,8 @@ int bench_tls_run(bench_tls *t, enum bench_hs kind, double seconds,
                                     round);
     out->bound = bench_median_ratio(hs_s[BENCH_V_FLOOR].v, hs_s[BENCH_V_MEM].v,
                                     round);
+    out->bound_pub = bench_median_ratio(hs_s[BENCH_V_FLOOR_PUB].v,
+                                        hs_s[BENCH_V_MEM].v, round);
     out->vs_floor = bench_median_ratio(hs_s[BENCH_V_P11].v,
                                        hs_s[BENCH_V_FLOOR].v, round);
     for (int v = 0; v < BENCH_V_COUNT; v++) {

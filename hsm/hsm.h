@@ -209,27 +209,47 @@ uint64_t p11t_hsm_error_count(p11t_hsm *h);
 /* Name of the key that encrypts at `now` (refreshing if none cached). */
 CK_RV p11t_hsm_current(p11t_hsm *h, int64_t now,
                        uint8_t name[static P11T_NAME_LEN], p11t_err *err);
-/* Lifecycle state of a named key at `now`; P11T_CKR_UNKNOWN_KEY after one
- * rate-limited rescan if the name is not on the token. */
-CK_RV p11t_hsm_key_state(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
-                         int64_t now, p11t_state *state, p11t_err *err);
 
-/* Cached facts about a named key (same rescan rules as key_state). */
-CK_RV p11t_hsm_key_info(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
-                        p11t_keyinfo *info, p11t_err *err);
+/*
+ * A key resolved once for one EVP context: the cached facts and the object
+ * handles its operations use, so a ticket looks its key up once instead of
+ * once per token call.  A reference is only used while the cache it came
+ * from is the live one (same scan, same module instance); after a rescan,
+ * a rotation or a re-initialisation the next operation resolves it again
+ * by name, so it never outlives the cache's own refresh bound.
+ */
+typedef struct p11t_keyref {
+    p11t_keyinfo info;                  /* info.name is the key's name */
+    CK_OBJECT_HANDLE aes_op, hmac_op;   /* what the operations use */
+    uint64_t gen;                       /* cache generation; 0 = unresolved */
+    unsigned epoch;                     /* module instance it belongs to */
+} p11t_keyref;
 
-/* CKM_AES_CBC_PAD one-shot operations with the named key.  *outl is the
- * capacity on input and the length written on output. */
-CK_RV p11t_hsm_encrypt(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
+/* An unresolved reference to `name`; the first operation resolves it. */
+void p11t_keyref_set_name(p11t_keyref *ref,
+                          const uint8_t name[static P11T_NAME_LEN]);
+/* Resolve a named key; P11T_CKR_UNKNOWN_KEY after one rate-limited rescan
+ * if the name is not on the token. */
+CK_RV p11t_hsm_resolve(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
+                       p11t_keyref *ref, p11t_err *err);
+/* Resolve the key that encrypts at `now`. */
+CK_RV p11t_hsm_resolve_current(p11t_hsm *h, int64_t now, p11t_keyref *ref,
+                               p11t_err *err);
+/* 1 if ref is the key that encrypts at `now` (cached answer, no scan). */
+int p11t_hsm_is_current(p11t_hsm *h, const p11t_keyref *ref, int64_t now);
+
+/* CKM_AES_CBC_PAD one-shot operations with the referenced key.  *outl is
+ * the capacity on input and the length written on output. */
+CK_RV p11t_hsm_encrypt(p11t_hsm *h, p11t_keyref *ref,
                        const uint8_t iv[static P11T_IV_LEN], const uint8_t *in,
                        size_t inl, uint8_t *out, size_t *outl, p11t_err *err);
-CK_RV p11t_hsm_decrypt(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
+CK_RV p11t_hsm_decrypt(p11t_hsm *h, p11t_keyref *ref,
                        const uint8_t iv[static P11T_IV_LEN], const uint8_t *in,
                        size_t inl, uint8_t *out, size_t *outl, p11t_err *err);
-/* CKM_SHA256_HMAC with the named key. */
-CK_RV p11t_hsm_hmac(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
-                    const uint8_t *in, size_t inl,
-                    uint8_t out[static P11T_HMAC_LEN], p11t_err *err);
+/* CKM_SHA256_HMAC with the referenced key. */
+CK_RV p11t_hsm_hmac(p11t_hsm *h, p11t_keyref *ref, const uint8_t *in,
+                    size_t inl, uint8_t out[static P11T_HMAC_LEN],
+                    p11t_err *err);
 
 /* ---- provisioning (setup tool) ------------------------------------------ */
 

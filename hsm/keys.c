@@ -283,9 +283,13 @@ static CK_RV refresh_locked(p11t_hsm *h, p11t_err *err)
     qsort(entries, ne, sizeof(*entries), entry_cmp);
     pthread_rwlock_wrlock(&h->cache_lock);
     old = h->entries;
-    h->cache_gen++;
-    /* Copies are made and destroyed under the write lock: no operation is
-     * looking up a handle while it changes hands. */
+    /* Atomic because operations compare their key reference's generation
+     * with it without taking the lock (ref_current). */
+    __atomic_store_n(&h->cache_gen, h->cache_gen + 1, __ATOMIC_RELEASE);
+    /* Copies are made and destroyed under the write lock, so no lookup
+     * sees a handle while it changes hands.  An operation still holding a
+     * destroyed copy through an older key reference gets
+     * CKR_KEY_HANDLE_INVALID and resolves again (run()). */
     sync_copies(h, entries, ne, old, h->n_entries, h->cache_epoch == ep);
     h->entries = entries;
     h->n_entries = ne;
@@ -377,13 +381,18 @@ CK_RV p11t_cache_refresh(p11t_hsm *h, p11t_err *err)
     return rv;
 }
 
+static int stale_locked(const p11t_hsm *h, int64_t now_ms)
+{
+    return h->cache_epoch != atomic_load(&h->epoch) || h->refreshed_ms == 0 ||
+           now_ms - h->refreshed_ms >= (int64_t)h->cfg->refresh_s * 1000;
+}
+
 static int cache_stale(p11t_hsm *h, int64_t now_ms)
 {
     int stale;
 
     pthread_rwlock_rdlock(&h->cache_lock);
-    stale = h->cache_epoch != atomic_load(&h->epoch) || h->refreshed_ms == 0 ||
-            now_ms - h->refreshed_ms >= (int64_t)h->cfg->refresh_s * 1000;
+    stale = stale_locked(h, now_ms);
     pthread_rwlock_unlock(&h->cache_lock);
     return stale;
 }
@@ -418,33 +427,43 @@ static int rescan_limited(p11t_hsm *h, p11t_err *err)
     return done;
 }
 
-/* Logged in, and the cache no older than refresh-interval. */
-static CK_RV cache_ready(p11t_hsm *h, p11t_err *err)
-{
-    CK_RV rv = p11t_hsm_ready(h, err);
+enum { FOUND = 1, NOT_FOUND = 0, STALE = -1 };
 
-    return rv == CKR_OK ? ensure_fresh(h, err) : rv;
-}
-
-static int lookup(p11t_hsm *h, const uint8_t name[P11T_NAME_LEN], p11t_entry *out)
+/*
+ * Binary search under one read lock, which also checks the cache's age:
+ * STALE means "scan first", so the hot path takes the lock once.
+ */
+static int lookup(p11t_hsm *h, const uint8_t name[P11T_NAME_LEN],
+                  p11t_keyref *out)
 {
+    int64_t now_ms = p11t_mono_ms();
     size_t lo = 0, hi;
-    int found = 0;
+    int found = NOT_FOUND;
 
     pthread_rwlock_rdlock(&h->cache_lock);
-    hi = h->cache_epoch == atomic_load(&h->epoch) ? h->n_entries : 0;
+    if (stale_locked(h, now_ms)) {
+        pthread_rwlock_unlock(&h->cache_lock);
+        return STALE;
+    }
+    hi = h->n_entries;
     /* Key names are public (they travel in every ticket), so ordering them
      * with memcmp leaks nothing; equality is still confirmed in constant
      * time. */
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = memcmp(h->entries[mid].info.name, name, P11T_NAME_LEN);
+        const p11t_entry *e = &h->entries[mid];
+        int c = memcmp(e->info.name, name, P11T_NAME_LEN);
 
         if (c == 0) {
-            found = CRYPTO_memcmp(h->entries[mid].info.name, name,
-                                  P11T_NAME_LEN) == 0;
-            if (found)
-                *out = h->entries[mid];
+            if (CRYPTO_memcmp(e->info.name, name, P11T_NAME_LEN) == 0 &&
+                e->info.has_aes == 1 && e->info.has_hmac == 1) {
+                out->info = e->info;
+                out->aes_op = e->aes_op;
+                out->hmac_op = e->hmac_op;
+                out->gen = h->cache_gen;
+                out->epoch = h->cache_epoch;
+                found = FOUND;
+            }
             break;
         }
         if (c < 0)
@@ -453,48 +472,58 @@ static int lookup(p11t_hsm *h, const uint8_t name[P11T_NAME_LEN], p11t_entry *ou
             hi = mid;
     }
     pthread_rwlock_unlock(&h->cache_lock);
-    return found && out->info.has_aes == 1 && out->info.has_hmac == 1;
+    return found;
 }
 
 static CK_RV find_entry(p11t_hsm *h, const uint8_t name[P11T_NAME_LEN],
-                        p11t_entry *out, p11t_err *err)
+                        p11t_keyref *out, p11t_err *err)
 {
     char hex[33];
     CK_RV rv;
+    int r;
 
-    rv = cache_ready(h, err);
+    rv = p11t_hsm_ready(h, err);
     if (rv != CKR_OK)
         return rv;
-    if (lookup(h, name, out))
+    r = lookup(h, name, out);
+    if (r == STALE) {
+        rv = ensure_fresh(h, err);
+        if (rv != CKR_OK)
+            return rv;
+        r = lookup(h, name, out);
+    }
+    if (r == FOUND)
         return CKR_OK;
-    if (rescan_limited(h, err) && lookup(h, name, out))
+    if (rescan_limited(h, err) && lookup(h, name, out) == FOUND)
         return CKR_OK;
     p11t_hex(name, hex);
     p11t_err_set(err, P11T_CKR_UNKNOWN_KEY, "unknown key %s", hex);
     return P11T_CKR_UNKNOWN_KEY;
 }
 
-CK_RV p11t_hsm_key_info(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
-                        p11t_keyinfo *info, p11t_err *err)
+void p11t_keyref_set_name(p11t_keyref *ref,
+                          const uint8_t name[static P11T_NAME_LEN])
 {
-    p11t_entry e;
-    CK_RV rv = find_entry(h, name, &e, err);
-
-    if (rv == CKR_OK)
-        *info = e.info;
-    return rv;
+    memset(ref, 0, sizeof(*ref));
+    memcpy(ref->info.name, name, P11T_NAME_LEN);
 }
 
-CK_RV p11t_hsm_key_state(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
-                         int64_t now, p11t_state *state, p11t_err *err)
+CK_RV p11t_hsm_resolve(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
+                       p11t_keyref *ref, p11t_err *err)
 {
-    p11t_entry e;
-    CK_RV rv = find_entry(h, name, &e, err);
+    uint8_t n[P11T_NAME_LEN];
 
-    if (rv != CKR_OK)
-        return rv;
-    *state = p11t_lifecycle_state(&e.info.times, now);
-    return CKR_OK;
+    memcpy(n, name, P11T_NAME_LEN); /* name may point into ref */
+    p11t_keyref_set_name(ref, n);
+    return find_entry(h, n, ref, err);
+}
+
+/* The reference belongs to the live cache, so its handles are current. */
+static int ref_current(p11t_hsm *h, const p11t_keyref *ref)
+{
+    return ref->gen != 0 &&
+           ref->gen == __atomic_load_n(&h->cache_gen, __ATOMIC_ACQUIRE) &&
+           ref->epoch == atomic_load(&h->epoch);
 }
 
 /* Lowers *until to t if t is a boundary after now. */
@@ -507,7 +536,8 @@ static void next_boundary(int64_t t, int64_t now, int64_t *until)
 /*
  * The pick only changes when the entries change or now crosses some
  * generation's ef, eu or du, so it is computed once per such interval
- * instead of scanning every generation in every handshake.
+ * instead of scanning every generation in every handshake.  Returns FOUND,
+ * NOT_FOUND, or STALE when the cache needs a scan first.
  */
 static int pick_cached(p11t_hsm *h, int64_t now, uint8_t name[P11T_NAME_LEN])
 {
@@ -515,8 +545,11 @@ static int pick_cached(p11t_hsm *h, int64_t now, uint8_t name[P11T_NAME_LEN])
     int64_t until = P11T_TIME_NEVER;
 
     pthread_rwlock_rdlock(&h->cache_lock);
-    if (h->cache_epoch == atomic_load(&h->epoch) &&
-        h->cur_gen == h->cache_gen && now >= h->cur_from &&
+    if (stale_locked(h, p11t_mono_ms())) {
+        pthread_rwlock_unlock(&h->cache_lock);
+        return STALE;
+    }
+    if (h->cur_gen == h->cache_gen && now >= h->cur_from &&
         now < h->cur_until) {
         found = h->cur_found;
         if (found)
@@ -561,17 +594,42 @@ CK_RV p11t_hsm_current(p11t_hsm *h, int64_t now,
                        uint8_t name[static P11T_NAME_LEN], p11t_err *err)
 {
     CK_RV rv;
+    int r;
 
-    rv = cache_ready(h, err);
+    rv = p11t_hsm_ready(h, err);
     if (rv != CKR_OK)
         return rv;
-    if (pick_cached(h, now, name))
+    r = pick_cached(h, now, name);
+    if (r == STALE) {
+        rv = ensure_fresh(h, err);
+        if (rv != CKR_OK)
+            return rv;
+        r = pick_cached(h, now, name);
+    }
+    if (r == FOUND)
         return CKR_OK;
-    if (rescan_limited(h, err) && pick_cached(h, now, name))
+    if (rescan_limited(h, err) && pick_cached(h, now, name) == FOUND)
         return CKR_OK;
     p11t_err_set(err, P11T_CKR_NO_ACTIVE_KEY,
                  "no active key on the token; run 'p11ticket create'");
     return P11T_CKR_NO_ACTIVE_KEY;
+}
+
+CK_RV p11t_hsm_resolve_current(p11t_hsm *h, int64_t now, p11t_keyref *ref,
+                               p11t_err *err)
+{
+    uint8_t name[P11T_NAME_LEN];
+    CK_RV rv = p11t_hsm_current(h, now, name, err);
+
+    return rv == CKR_OK ? p11t_hsm_resolve(h, name, ref, err) : rv;
+}
+
+int p11t_hsm_is_current(p11t_hsm *h, const p11t_keyref *ref, int64_t now)
+{
+    uint8_t name[P11T_NAME_LEN];
+
+    return pick_cached(h, now, name) == FOUND &&
+           CRYPTO_memcmp(name, ref->info.name, P11T_NAME_LEN) == 0;
 }
 
 /* ---- operations ---------------------------------------------------------- */
@@ -579,7 +637,7 @@ CK_RV p11t_hsm_current(p11t_hsm *h, int64_t now,
 enum op { OP_ENCRYPT, OP_DECRYPT, OP_HMAC };
 
 static CK_RV run_once(p11t_hsm *h, CK_SESSION_HANDLE s, enum op op,
-                      const p11t_entry *e, const uint8_t *iv, const uint8_t *in,
+                      const p11t_keyref *e, const uint8_t *iv, const uint8_t *in,
                       size_t inl, uint8_t *out, CK_ULONG *outl)
 {
     CK_MECHANISM cbc = {CKM_AES_CBC_PAD, (void *)iv, P11T_IV_LEN};
@@ -606,27 +664,40 @@ static CK_RV run_once(p11t_hsm *h, CK_SESSION_HANDLE s, enum op op,
     return CKR_ARGUMENTS_BAD;
 }
 
-static CK_RV run(p11t_hsm *h, enum op op, const uint8_t *name,
-                 const uint8_t *iv, const uint8_t *in, size_t inl, uint8_t *out,
-                 size_t *outl, p11t_err *err)
+/*
+ * One token call with the referenced key.  The reference is resolved (or
+ * re-resolved, when the cache has moved on since) here, so a ticket pays for
+ * one lookup, not one per call.  A handle the token no longer knows means
+ * another process destroyed or re-created the key: rescan once and retry.
+ */
+static CK_RV run(p11t_hsm *h, enum op op, p11t_keyref *ref, const uint8_t *iv,
+                 const uint8_t *in, size_t inl, uint8_t *out, size_t *outl,
+                 p11t_err *err)
 {
     static const char *const what[] = {"C_Encrypt", "C_Decrypt", "C_Sign"};
-    CK_RV rv = CKR_OK;
+    CK_RV rv;
 
+    rv = p11t_hsm_ready(h, err); /* also notices a fork */
+    if (rv != CKR_OK)
+        return rv;
     for (int attempt = 0; attempt < 2; attempt++) {
         CK_SESSION_HANDLE s;
         CK_ULONG ol = (CK_ULONG)*outl;
         unsigned ep;
-        p11t_entry e;
         p11t_err scratch = {0};
 
-        rv = find_entry(h, name, &e, err);
-        if (rv != CKR_OK)
-            return rv;
+        if (!ref_current(h, ref)) {
+            uint8_t name[P11T_NAME_LEN];
+
+            memcpy(name, ref->info.name, P11T_NAME_LEN);
+            rv = find_entry(h, name, ref, err);
+            if (rv != CKR_OK)
+                return rv;
+        }
         rv = p11t_session_get(h, &s, &ep, err);
         if (rv != CKR_OK)
             break;
-        rv = run_once(h, s, op, &e, iv, in, inl, out, &ol);
+        rv = run_once(h, s, op, ref, iv, in, inl, out, &ol);
         if (rv == CKR_OK) {
             p11t_session_put(h, s, ep, 0);
             *outl = ol;
@@ -634,8 +705,12 @@ static CK_RV run(p11t_hsm *h, enum op op, const uint8_t *name,
         }
         p11t_session_put(h, s, ep, p11t_rv_is_token_lost(rv));
         if (rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_KEY_HANDLE_INVALID) {
-            /* Destroyed (or re-created) by another process: rescan now. */
-            if (attempt == 0 && p11t_cache_refresh(h, &scratch) == CKR_OK)
+            if (attempt > 0)
+                break;
+            /* A newer cache already dropped the handle: resolve again.
+             * Otherwise another process changed the token: rescan now. */
+            if (!ref_current(h, ref) ||
+                p11t_cache_refresh(h, &scratch) == CKR_OK)
                 continue;
         } else if (p11t_rv_is_token_lost(rv)) {
             p11t_hsm_mark_broken(h, rv);
@@ -647,7 +722,7 @@ static CK_RV run(p11t_hsm *h, enum op op, const uint8_t *name,
     return rv;
 }
 
-CK_RV p11t_hsm_encrypt(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
+CK_RV p11t_hsm_encrypt(p11t_hsm *h, p11t_keyref *ref,
                        const uint8_t iv[static P11T_IV_LEN], const uint8_t *in,
                        size_t inl, uint8_t *out, size_t *outl, p11t_err *err)
 {
@@ -656,10 +731,10 @@ CK_RV p11t_hsm_encrypt(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
         p11t_err_set(err, CKR_BUFFER_TOO_SMALL, "encrypt: output too small");
         return CKR_BUFFER_TOO_SMALL;
     }
-    return run(h, OP_ENCRYPT, name, iv, in, inl, out, outl, err);
+    return run(h, OP_ENCRYPT, ref, iv, in, inl, out, outl, err);
 }
 
-CK_RV p11t_hsm_decrypt(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
+CK_RV p11t_hsm_decrypt(p11t_hsm *h, p11t_keyref *ref,
                        const uint8_t iv[static P11T_IV_LEN], const uint8_t *in,
                        size_t inl, uint8_t *out, size_t *outl, p11t_err *err)
 {
@@ -667,14 +742,14 @@ CK_RV p11t_hsm_decrypt(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
         p11t_err_set(err, CKR_BUFFER_TOO_SMALL, "decrypt: output too small");
         return CKR_BUFFER_TOO_SMALL;
     }
-    return run(h, OP_DECRYPT, name, iv, in, inl, out, outl, err);
+    return run(h, OP_DECRYPT, ref, iv, in, inl, out, outl, err);
 }
 
-CK_RV p11t_hsm_hmac(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
-                    const uint8_t *in, size_t inl,
-                    uint8_t out[static P11T_HMAC_LEN], p11t_err *err)
+CK_RV p11t_hsm_hmac(p11t_hsm *h, p11t_keyref *ref, const uint8_t *in,
+                    size_t inl, uint8_t out[static P11T_HMAC_LEN],
+                    p11t_err *err)
 {
     size_t ol = P11T_HMAC_LEN;
 
-    return run(h, OP_HMAC, name, NULL, in, inl, out, &ol, err);
+    return run(h, OP_HMAC, ref, NULL, in, inl, out, &ol, err);
 }

@@ -54,6 +54,7 @@ typedef struct cbc_ctx {
     int enc;
     int have_name, have_iv, ready;
     uint8_t name[P11T_NAME_LEN];
+    p11t_keyref key; /* resolved at init, used by the single update */
     uint8_t iv[P11T_IV_LEN];
     size_t keylen;
     int renew;
@@ -110,10 +111,10 @@ static int cbc_init(cbc_ctx *c, int enc, const unsigned char *key,
                     const OSSL_PARAM params[])
 {
     int64_t now = (int64_t)time(NULL);
-    uint8_t current[P11T_NAME_LEN];
-    p11t_keyinfo info;
+    p11t_hsm *h = c->pc->hsm;
     p11t_state st;
     p11t_err e = {0};
+    CK_RV rv;
 
     c->enc = enc;
     c->ready = c->updated = c->failed = c->renew = c->have_last = 0;
@@ -133,24 +134,23 @@ static int cbc_init(cbc_ctx *c, int enc, const unsigned char *key,
     }
     if (!cbc_set_ctx_params(c, params))
         return 0;
-    if (enc && !c->have_name) {
-        /* No name: encrypt under the key every server agrees on now. */
-        if (p11t_hsm_current(c->pc->hsm, now, c->name, &e) != CKR_OK) {
-            p11t_prov_raise_hsm(c->pc, &e);
-            return 0;
-        }
-        c->have_name = 1;
-    }
-    if (!c->have_name) {
+    if (!enc && !c->have_name) {
         p11t_prov_raise(c->pc, P11T_R_BAD_PARAM,
                         "decryption needs " P11TICKET_PARAM_KEY_NAME);
         return 0;
     }
-    if (p11t_hsm_key_info(c->pc->hsm, c->name, &info, &e) != CKR_OK) {
+    /* One lookup per ticket: the update below uses the resolved key. */
+    if (c->have_name)
+        rv = p11t_hsm_resolve(h, c->name, &c->key, &e);
+    else /* no name: encrypt under the key every server agrees on now */
+        rv = p11t_hsm_resolve_current(h, now, &c->key, &e);
+    if (rv != CKR_OK) {
         p11t_prov_raise_hsm(c->pc, &e);
         return 0;
     }
-    st = p11t_lifecycle_state(&info.times, now);
+    memcpy(c->name, c->key.info.name, P11T_NAME_LEN);
+    c->have_name = 1;
+    st = p11t_lifecycle_state(&c->key.info.times, now);
     if (st == P11T_STATE_EXPIRED || (enc && st != P11T_STATE_ACTIVE)) {
         char hex[33];
 
@@ -159,13 +159,11 @@ static int cbc_init(cbc_ctx *c, int enc, const unsigned char *key,
                         p11t_state_name(st));
         return 0;
     }
-    c->keylen = info.aes_len;
-    if (!enc) {
-        /* Renew unless this is the key we would issue under right now. */
+    c->keylen = c->key.info.aes_len;
+    /* Renew unless this is the key we would issue under right now. */
+    if (!enc)
         c->renew = st != P11T_STATE_ACTIVE ||
-                   p11t_hsm_current(c->pc->hsm, now, current, &e) != CKR_OK ||
-                   CRYPTO_memcmp(current, c->name, P11T_NAME_LEN) != 0;
-    }
+                   !p11t_hsm_is_current(h, &c->key, now);
     c->ready = 1;
     return 1;
 }
@@ -205,7 +203,7 @@ static int cbc_update(void *vctx, unsigned char *out, size_t *outl,
             p11t_prov_raise(c->pc, P11T_R_BAD_PARAM, "output buffer too small");
             return 0;
         }
-        if (p11t_hsm_encrypt(c->pc->hsm, c->name, c->iv, in, inl, out, &n,
+        if (p11t_hsm_encrypt(c->pc->hsm, &c->key, c->iv, in, inl, out, &n,
                              &e) != CKR_OK) {
             if (RAND_bytes_ex(c->pc->libctx, out, padded, 0) <= 0)
                 memset(out, 0, padded);
@@ -218,7 +216,7 @@ static int cbc_update(void *vctx, unsigned char *out, size_t *outl,
     }
     *outl = 0;
     if (inl == 0 || inl % BLOCK != 0 || outsize < inl ||
-        p11t_hsm_decrypt(c->pc->hsm, c->name, c->iv, in, inl, out, &n, &e) !=
+        p11t_hsm_decrypt(c->pc->hsm, &c->key, c->iv, in, inl, out, &n, &e) !=
             CKR_OK) {
         c->failed = 1;
         return 1;

@@ -49,6 +49,7 @@ typedef struct hmac_ctx {
                            first need, so ticket contexts never pay for it */
     int named;
     uint8_t name[P11T_NAME_LEN];
+    p11t_keyref key; /* key-name mode: resolved by the first C_Sign */
     unsigned char *buf; /* key-name mode: data to sign */
     size_t len, cap;
 } hmac_ctx;
@@ -200,7 +201,9 @@ static int hmac_final(void *vctx, unsigned char *out, size_t *outl,
         p11t_prov_raise(c->pc, P11T_R_BAD_PARAM, "output buffer too small");
         return 0;
     }
-    if (p11t_hsm_hmac(c->pc->hsm, c->name, c->buf, c->len, out, &e) != CKR_OK &&
+    if (memcmp(c->key.info.name, c->name, P11T_NAME_LEN) != 0)
+        p11t_keyref_set_name(&c->key, c->name); /* a new name: resolve anew */
+    if (p11t_hsm_hmac(c->pc->hsm, &c->key, c->buf, c->len, out, &e) != CKR_OK &&
         RAND_bytes_ex(c->pc->libctx, out, P11T_HMAC_LEN, 0) <= 0)
         memset(out, 0xA5, P11T_HMAC_LEN); /* still never a valid tag */
     *outl = P11T_HMAC_LEN;
