@@ -50,8 +50,11 @@ typedef struct hmac_ctx {
     int named;
     uint8_t name[P11T_NAME_LEN];
     p11t_keyref key; /* key-name mode: resolved by the first C_Sign */
-    unsigned char *buf; /* key-name mode: data to sign */
+    /* Key-name mode: the data to sign.  buf is `small` until a ticket
+     * outgrows it (sessions with client certificates), then the heap. */
+    unsigned char *buf;
     size_t len, cap;
+    unsigned char small[512];
 } hmac_ctx;
 
 static void *hmac_new(void *provctx)
@@ -66,6 +69,8 @@ static void *hmac_new(void *provctx)
     if (c == NULL)
         return NULL;
     c->pc = pc;
+    c->buf = c->small;
+    c->cap = sizeof(c->small);
     return c;
 }
 
@@ -88,7 +93,9 @@ static void hmac_free(void *vctx)
     if (c == NULL)
         return;
     EVP_MAC_CTX_free(c->inner);
-    OPENSSL_clear_free(c->buf, c->cap);
+    OPENSSL_cleanse(c->buf, c->len); /* final already cleansed what it signed */
+    if (c->buf != c->small)
+        OPENSSL_free(c->buf);
     OPENSSL_free(c);
 }
 
@@ -99,19 +106,23 @@ static void *hmac_dup(void *vsrc)
 
     if (c == NULL)
         return NULL;
-    c->buf = NULL;
+    c->buf = c->small;
+    c->cap = sizeof(c->small);
     c->inner = NULL;
     if (src->inner != NULL &&
         (c->inner = EVP_MAC_CTX_dup(src->inner)) == NULL) {
-        OPENSSL_free(c);
+        OPENSSL_clear_free(c, sizeof(*c));
         return NULL;
     }
-    if (src->buf != NULL) {
+    if (src->buf != src->small) {
         c->buf = OPENSSL_memdup(src->buf, src->cap);
         if (c->buf == NULL) {
+            c->buf = c->small;
+            c->len = 0;
             hmac_free(c);
             return NULL;
         }
+        c->cap = src->cap;
     }
     return c;
 }
@@ -176,11 +187,15 @@ static int hmac_update(void *vctx, const unsigned char *in, size_t inl)
         return 0;
     }
     if (c->len + inl > c->cap) {
-        size_t cap = c->len + inl < 512 ? 512 : (c->len + inl) * 2;
-        unsigned char *b = OPENSSL_clear_realloc(c->buf, c->cap, cap);
+        size_t cap = (c->len + inl) * 2;
+        unsigned char *b = OPENSSL_malloc(cap);
 
         if (b == NULL)
             return 0;
+        memcpy(b, c->buf, c->len);
+        OPENSSL_cleanse(c->buf, c->len);
+        if (c->buf != c->small)
+            OPENSSL_free(c->buf);
         c->buf = b;
         c->cap = cap;
     }
