@@ -21,56 +21,9 @@ if [[ ${1:-} == --full ]]; then
     shift
 fi
 
-usable() { [[ -n $1 && $1 != *-NOTFOUND ]]; }
-softhsm_util=${P11T_SOFTHSM2_UTIL:-}
-usable "$softhsm_util" || softhsm_util=$(command -v softhsm2-util || true)
-pkcs11=${P11T_PKCS11_MODULE:-}
-usable "$pkcs11" || pkcs11=/usr/lib/softhsm/libsofthsm2.so
-[[ -x $softhsm_util ]] || { echo "run_quick: softhsm2-util not found" >&2; exit 1; }
-[[ -e $pkcs11 ]] || { echo "run_quick: $pkcs11 not found" >&2; exit 1; }
-
-dir=$(mktemp -d "${TMPDIR:-/tmp}/p11t-bench-XXXXXX")
-trap 'rm -rf "$dir"' EXIT
-chmod 0700 "$dir"
-mkdir "$dir/tokens"
-cat >"$dir/softhsm2.conf" <<EOF
-directories.tokendir = $dir/tokens
-objectstore.backend = file
-log.level = ERROR
-slots.removable = false
-EOF
-export SOFTHSM2_CONF=$dir/softhsm2.conf
-
-random_pin() { od -An -N16 -tx1 /dev/urandom | tr -d ' \n'; }
-pin=$(random_pin)
-so_pin=$(random_pin)
-(umask 077 && printf '%s\n' "$pin" >"$dir/pin")
-"$softhsm_util" --init-token --free --label tickets --so-pin "$so_pin" \
-    --pin "$pin" >"$dir/init.log" 2>&1 ||
-    { cat "$dir/init.log" >&2; echo "run_quick: token init failed" >&2; exit 1; }
-unset pin so_pin
-
-cat >"$dir/openssl.cnf" <<EOF
-openssl_conf = openssl_init
-
-[openssl_init]
-providers = provider_sect
-
-[provider_sect]
-default = default_sect
-p11ticket = p11ticket_sect
-
-[default_sect]
-activate = 1
-
-[p11ticket_sect]
-module = $provider
-pkcs11-module = $pkcs11
-token-uri = pkcs11:token=tickets
-pin-source = file:$dir/pin
-activate = 1
-EOF
-chmod 0600 "$dir/openssl.cnf"
+# shellcheck source=bench/token.sh
+source "$(dirname "${BASH_SOURCE[0]}")/token.sh"
+bench_token "$provider"
 
 rc=0
 "$bench" --config "$dir/openssl.cnf" $length "$@" | tee "$dir/out" || rc=$?

@@ -717,6 +717,10 @@ static CK_RV run(p11t_hsm *h, enum op op, p11t_keyref *ref, const uint8_t *iv,
         }
         break;
     }
+    /* Counted even for ciphertext the token rejects: SoftHSM reports bad
+     * padding as CKR_GENERAL_ERROR, indistinguishable from a failure.  In
+     * TLS a ticket is only decrypted after its HMAC verified, so there it
+     * does mean the token (or the issuer) failed. */
     atomic_fetch_add(&h->errors, 1);
     p11t_err_set(err, rv, "%s failed: %s", what[op], p11t_rv_name(rv));
     return rv;

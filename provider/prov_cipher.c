@@ -118,6 +118,10 @@ static int cbc_init(cbc_ctx *c, int enc, const unsigned char *key,
 
     c->enc = enc;
     c->ready = c->updated = c->failed = c->renew = c->have_last = 0;
+    /* Every init selects its key anew: the name passed with this init, or
+     * (encrypting) the current key; a re-init that reuses the context
+     * never inherits the previous one. */
+    c->have_name = 0;
     if (key != NULL) {
         p11t_prov_raise(c->pc, P11T_R_UNSUPPORTED,
                         "raw keys are not accepted: this cipher only uses "

@@ -4,6 +4,13 @@
  *   t_keytool KEY=VALUE... create EF EU DU   prints the new key name in hex
  *   t_keytool KEY=VALUE... destroy HEXNAME
  *   t_keytool KEY=VALUE... list              one line per object
+ *   t_keytool KEY=VALUE... import FILE EF EU DU
+ *                                            prints the key name in hex
+ *
+ * import reads FILE, exactly 80 bytes: the 16-byte name, the 32-byte HMAC
+ * key and the 32-byte AES key, and stores them with p11t_hsm_import (known
+ * key bytes, for known-answer tests).  Key bytes never travel on argv; FILE
+ * must be a regular file that neither group nor others can read.
  *
  * KEY=VALUE pairs are provider-section keys (pkcs11-module, token-uri,
  * pin-source, ...).  Times are unix seconds or "-" for never.  It drives
@@ -12,12 +19,22 @@
  * the provider's.  Exit status 0 on success.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
 
 #include "hsm.h"
+
+/* name | HMAC key | AES key, as `import` reads them. */
+#define IMPORT_HMAC_LEN 32
+#define IMPORT_AES_LEN 32
+#define IMPORT_LEN (P11T_NAME_LEN + IMPORT_HMAC_LEN + IMPORT_AES_LEN)
 
 static int parse_time(const char *s, int64_t *out)
 {
@@ -33,6 +50,53 @@ static int parse_time(const char *s, int64_t *out)
     if (errno != 0 || *end != '\0' || end == s)
         return 0;
     *out = v;
+    return 1;
+}
+
+/*
+ * Reads exactly IMPORT_LEN bytes from path into buf (which has room for one
+ * more, to detect a longer file).  Returns 1, or 0 with a message; buf may
+ * hold part of the file either way: the caller cleanses it.
+ */
+static int read_key_file(const char *path, unsigned char *buf, size_t cap)
+{
+    struct stat st;
+    size_t got = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+
+    if (fd < 0) {
+        fprintf(stderr, "t_keytool: %s: %s\n", path, strerror(errno));
+        return 0;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+        (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+        fprintf(stderr,
+                "t_keytool: %s: not a regular file of mode 0600 or "
+                "stricter\n",
+                path);
+        close(fd);
+        return 0;
+    }
+    while (got < cap) {
+        ssize_t r = read(fd, buf + got, cap - got);
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            fprintf(stderr, "t_keytool: %s: %s\n", path, strerror(errno));
+            close(fd);
+            return 0;
+        }
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    close(fd);
+    if (got != IMPORT_LEN) {
+        fprintf(stderr, "t_keytool: %s: %zu%s bytes, want exactly %d\n", path,
+                got, got == cap ? " or more" : "", IMPORT_LEN);
+        return 0;
+    }
     return 1;
 }
 
@@ -65,7 +129,7 @@ int main(int argc, char **argv)
         }
     }
     if (i >= argc) {
-        fputs("usage: t_keytool KEY=VALUE... create|destroy|list ...\n",
+        fputs("usage: t_keytool KEY=VALUE... create|destroy|list|import ...\n",
               stderr);
         p11t_config_free(cfg);
         return 2;
@@ -117,6 +181,36 @@ int main(int argc, char **argv)
             rc = fail("destroy", rv, &err);
             goto done;
         }
+        rc = 0;
+    } else if (strcmp(argv[i], "import") == 0 && argc - i == 5) {
+        /* One spare byte: a longer file is an error, not a truncation. */
+        unsigned char buf[IMPORT_LEN + 1];
+        const unsigned char *name = buf, *hmac = buf + P11T_NAME_LEN,
+                            *aes = buf + P11T_NAME_LEN + IMPORT_HMAC_LEN;
+        p11t_times t;
+        char hex[33];
+
+        if (!parse_time(argv[i + 2], &t.encrypt_from) ||
+            !parse_time(argv[i + 3], &t.encrypt_until) ||
+            !parse_time(argv[i + 4], &t.decrypt_until)) {
+            fputs("t_keytool: bad time\n", stderr);
+            rc = 2;
+            goto done;
+        }
+        if (!read_key_file(argv[i + 1], buf, sizeof(buf))) {
+            OPENSSL_cleanse(buf, sizeof(buf));
+            rc = 2;
+            goto done;
+        }
+        rv = p11t_hsm_import(h, name, aes, IMPORT_AES_LEN, hmac,
+                             IMPORT_HMAC_LEN, &t, &err);
+        p11t_hex(name, hex);
+        OPENSSL_cleanse(buf, sizeof(buf));
+        if (rv != CKR_OK) {
+            rc = fail("import", rv, &err);
+            goto done;
+        }
+        printf("%s\n", hex);
         rc = 0;
     } else if (strcmp(argv[i], "list") == 0 && argc - i == 1) {
         p11t_objinfo *objs = NULL;

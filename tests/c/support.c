@@ -464,6 +464,26 @@ int t_key_destroy(const t_env *e, const char *label, const uint8_t name[16])
     return 1;
 }
 
+int t_key_import(const t_env *e, const char *label, const char *file,
+                 int64_t ef, int64_t eu, int64_t du)
+{
+    char mod[512], uri[512], pin[512], a[32], b[32], c[32], out[256];
+    char *argv[] = {(char *)e->keytool, mod, uri, pin, "import", (char *)file,
+                    a, b, c, NULL};
+    int rc;
+
+    keytool_args(e, label, mod, uri, pin, sizeof(mod));
+    time_arg(ef, a, sizeof(a));
+    time_arg(eu, b, sizeof(b));
+    time_arg(du, c, sizeof(c));
+    rc = t_run(argv, out, sizeof(out));
+    if (rc != 0 || strlen(out) < 32) {
+        fprintf(stderr, "t_keytool import failed (%d): %s\n", rc, out);
+        return 0;
+    }
+    return 1;
+}
+
 /* ---- TLS ------------------------------------------------------------------
  */
 

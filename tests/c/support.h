@@ -113,6 +113,14 @@ int t_key_create(const t_env *e, const char *token_label, int64_t ef,
                  int64_t eu, int64_t du, uint8_t name[16]);
 int t_key_destroy(const t_env *e, const char *token_label,
                   const uint8_t name[16]);
+/*
+ * Imports a generation with known key bytes: `file` holds exactly 80 bytes,
+ * the 16-byte name, the 32-byte HMAC key and the 32-byte AES key (write it
+ * with mode 0600, e.g. inside e->dir; t_keytool refuses a file that group or
+ * others can read).  Only the path is passed on the helper's command line.
+ */
+int t_key_import(const t_env *e, const char *token_label, const char *file,
+                 int64_t ef, int64_t eu, int64_t du);
 
 /* Runs argv (fork + exec), stdout captured into out (NUL-terminated; with
  * out == NULL stdout is passed through), stderr passed through.  Returns the

@@ -10,6 +10,17 @@
  * pipe; the parent resumes those.  Round 2 repeats this after the parent did
  * more work, and the second child also resumes the first child's tickets.
  * A child reports through its exit status.
+ *
+ * Start race (plain SoftHSM only): the parent loads the provider and logs in;
+ * then, round after round, two children are released at the same moment and
+ * each loads its OWN library context from the same openssl.cnf, asks for the
+ * status and issues and resumes tickets.  One child's C_Initialize can miss
+ * the token while the other child's C_Login rewrites it; the child must then
+ * restart the library, which only happens if the module counts its users per
+ * process (the parent's instance, inherited but unused, must not count).
+ * Before 1c64cb4 a few percent of such children failed with "token-uri: no
+ * token matches pkcs11:token=tickets (tokens present: none)"
+ * (docs/performance.md section 8, item 7).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -308,6 +319,177 @@ static int scenario(void *arg)
     return 1;
 }
 
+/* ---- start race: two children at once, each with its own libctx --------- */
+
+/*
+ * Before the fix about 1 child in 50 failed here, so 40 rounds caught it in
+ * only about half of the runs; 200 rounds (400 children) catch it in nearly
+ * all.  A round takes about 25 ms on a 2-core VM.  On a slower machine no
+ * new round starts after RACE_SECONDS, so the section stays bounded.
+ */
+#define RACE_ROUNDS 200
+#define RACE_SECONDS 15.0
+
+static char race_cnf[512];
+static SSL_SESSION *race_from_parent[N_SESS];
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* In a freshly forked child.  Returns 1 on success. */
+static int race_child(const char *name)
+{
+    SSL_SESSION *own[N_SESS] = {0};
+    OSSL_LIB_CTX *libctx;
+    p11ticket_stats st;
+    char status[400], hex[64], want[33];
+    int ok = 1;
+
+    /* Replaces the parent's contexts: issue() and resume_all() use these.
+     * The parent's libctx stays loaded, and unused, in this process. */
+    libctx = t_libctx_load(race_cnf);
+    if (!CHECKF(libctx != NULL, "%s: cannot load %s", name, race_cnf))
+        return 0;
+    sctx = p11ticket_SSL_CTX_new(libctx, TLS_server_method());
+    cctx = SSL_CTX_new(TLS_client_method());
+    if (!CHECKF(sctx != NULL && cctx != NULL, "%s: SSL_CTX_new", name))
+        return 0;
+    /* The first use of the token in this library context: initialise the
+     * library in this process, find the token, log in. */
+    t_hexstr(key, 16, want);
+    ok &= CHECK(p11ticket_status(sctx, status, sizeof(status), hex,
+                                 sizeof(hex)) == 1);
+    if (!CHECKF(strcmp(status, "ok") == 0, "%s: status '%s'", name, status))
+        return 0;
+    ok &= CHECKF(strcmp(hex, want) == 0, "%s: current key %s, want %s", name,
+                 hex, want);
+    ok &= CHECKF(p11ticket_enable(sctx) == 1, "%s: p11ticket_enable", name);
+    ok &= CHECKF(t_use_new_cert(sctx, libctx), "%s: certificate", name);
+    SSL_CTX_set_session_cache_mode(sctx, SSL_SESS_CACHE_OFF);
+    if (!ok)
+        return 0;
+    ok &= issue(name, own);
+    ok &= resume_all(name, "itself", own);
+    ok &= resume_all(name, "the parent", race_from_parent);
+    ok &= CHECK(p11ticket_get_stats(sctx, &st) == 1);
+    ok &= CHECKF(st.errors == 0 && st.refused == 0 && st.issued >= N_SESS,
+                 "%s: issued %llu errors %llu refused %llu", name, st.issued,
+                 st.errors, st.refused);
+    /* No cleanup: the caller _exits. */
+    return ok;
+}
+
+static pid_t race_fork(int round, int idx, int go_r, int go_w)
+{
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        unsigned long failed = t_failed;
+        char name[64], b;
+        int ok;
+
+        close(go_w);
+        /* Wait for the start signal: EOF once the parent closes go_w,
+         * which releases both children at the same moment. */
+        while (read(go_r, &b, 1) < 0 && errno == EINTR)
+            ;
+        close(go_r);
+        snprintf(name, sizeof(name), "round %d child %c", round + 1,
+                 idx == 0 ? 'a' : 'b');
+        ok = race_child(name) && t_failed == failed;
+        if (!ok)
+            fprintf(stderr, "  [%s: FAILED]\n", name);
+        fflush(NULL);
+        /* _exit: the module is never finalised at exit (DESIGN.md §2). */
+        _exit(ok ? 0 : 1);
+    }
+    return pid;
+}
+
+static int start_race(void *arg)
+{
+    OSSL_LIB_CTX *libctx;
+    char status[400];
+    unsigned failed_children = 0, rounds = 0;
+    double t0;
+
+    (void)arg;
+    REQUIRE(t_write_cnf(&env, "race.cnf", NULL, race_cnf, sizeof(race_cnf)));
+    libctx = t_libctx_load(race_cnf);
+    REQUIRE(libctx != NULL);
+    sctx = p11ticket_SSL_CTX_new(libctx, TLS_server_method());
+    cctx = SSL_CTX_new(TLS_client_method());
+    REQUIRE(sctx != NULL && cctx != NULL);
+    REQUIRE(t_use_new_cert(sctx, libctx));
+    SSL_CTX_set_session_cache_mode(sctx, SSL_SESS_CACHE_OFF);
+    /* The parent initialises PKCS#11 and logs in before any fork. */
+    CHECK(p11ticket_status(sctx, status, sizeof(status), NULL, 0) == 1);
+    REQUIRE(strcmp(status, "ok") == 0);
+    CHECK_EQ(p11ticket_enable(sctx), 1);
+    issue("race parent", race_from_parent);
+
+    t0 = now_s();
+    for (int round = 0; round < RACE_ROUNDS && now_s() - t0 < RACE_SECONDS;
+         round++) {
+        pid_t pid[2] = {-1, -1};
+        int go[2];
+
+        if (!CHECK(pipe(go) == 0))
+            break;
+        fflush(NULL);
+        for (int i = 0; i < 2; i++) {
+            pid[i] = race_fork(round, i, go[0], go[1]);
+            CHECKF(pid[i] >= 0, "fork: %s", strerror(errno));
+        }
+        close(go[0]);
+        close(go[1]); /* go */
+        for (int i = 0; i < 2; i++) {
+            int status_i;
+
+            if (pid[i] < 0)
+                continue;
+            while (waitpid(pid[i], &status_i, 0) < 0 && errno == EINTR)
+                ;
+            if (!CHECKF(WIFEXITED(status_i) && WEXITSTATUS(status_i) == 0,
+                        "round %d child %c failed (%s %d)", round + 1,
+                        i == 0 ? 'a' : 'b',
+                        WIFEXITED(status_i) ? "status" : "signal",
+                        WIFEXITED(status_i) ? WEXITSTATUS(status_i)
+                                            : WTERMSIG(status_i)))
+                failed_children++;
+        }
+        rounds++;
+        if (pid[0] < 0 || pid[1] < 0)
+            break;
+    }
+    fprintf(stderr, "  %u rounds, %u children, %u failed, %.1f s%s\n", rounds,
+            2 * rounds, failed_children, now_s() - t0,
+            rounds < RACE_ROUNDS ? " (time limit)" : "");
+    CHECKF(rounds >= 10, "only %u rounds ran", rounds);
+
+    /* The children's restarts leave the parent's login alone. */
+    CHECK(p11ticket_status(sctx, status, sizeof(status), NULL, 0) == 1);
+    CHECKF(strcmp(status, "ok") == 0, "race parent: status '%s'", status);
+    resume_all("race parent", "itself", race_from_parent);
+    {
+        p11ticket_stats st;
+
+        CHECK(p11ticket_get_stats(sctx, &st) == 1);
+        CHECKF(st.errors == 0 && st.refused == 0,
+               "race parent: errors %llu refused %llu", st.errors, st.refused);
+    }
+    free_all(race_from_parent);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(cctx);
+    OSSL_LIB_CTX_free(libctx);
+    return 1;
+}
+
 int main(void)
 {
     int64_t now = (int64_t)time(NULL);
@@ -319,6 +501,11 @@ int main(void)
      * provider that has never touched the token. */
     t_section("plain SoftHSM");
     CHECKF(t_in_child("plain SoftHSM", scenario, NULL), "plain SoftHSM");
+
+    /* Two children forked at once, each with its own library context. */
+    t_section("start race: %d rounds of two simultaneous children, each "
+              "with its own library context", RACE_ROUNDS);
+    CHECKF(t_in_child("start race", start_race, NULL), "start race");
 
     /* With reset_on_fork SoftHSM forgets everything in a forked child: a
      * child that does not re-initialise gets CKR_CRYPTOKI_NOT_INITIALIZED,
