@@ -53,6 +53,17 @@ static int parse_time(const char *s, int64_t *out)
     return 1;
 }
 
+/* EF EU DU from three arguments. */
+static int parse_times(char **args, p11t_times *t)
+{
+    if (parse_time(args[0], &t->encrypt_from) &&
+        parse_time(args[1], &t->encrypt_until) &&
+        parse_time(args[2], &t->decrypt_until))
+        return 1;
+    fputs("t_keytool: bad time\n", stderr);
+    return 0;
+}
+
 /*
  * Reads exactly IMPORT_LEN bytes from path into buf (which has room for one
  * more, to detect a longer file).  Returns 1, or 0 with a message; buf may
@@ -153,10 +164,7 @@ int main(int argc, char **argv)
         uint8_t name[P11T_NAME_LEN];
         char hex[33];
 
-        if (!parse_time(argv[i + 1], &t.encrypt_from) ||
-            !parse_time(argv[i + 2], &t.encrypt_until) ||
-            !parse_time(argv[i + 3], &t.decrypt_until)) {
-            fputs("t_keytool: bad time\n", stderr);
+        if (!parse_times(argv + i + 1, &t)) {
             rc = 2;
             goto done;
         }
@@ -190,10 +198,7 @@ int main(int argc, char **argv)
         p11t_times t;
         char hex[33];
 
-        if (!parse_time(argv[i + 2], &t.encrypt_from) ||
-            !parse_time(argv[i + 3], &t.encrypt_until) ||
-            !parse_time(argv[i + 4], &t.decrypt_until)) {
-            fputs("t_keytool: bad time\n", stderr);
+        if (!parse_times(argv + i + 2, &t)) {
             rc = 2;
             goto done;
         }

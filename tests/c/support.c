@@ -429,23 +429,37 @@ static void time_arg(int64_t t, char *out, size_t len)
         snprintf(out, len, "%" PRId64, t);
 }
 
-int t_key_create(const t_env *e, const char *label, int64_t ef, int64_t eu,
-                 int64_t du, uint8_t name[16])
+/* Runs "t_keytool CMD [FILE] EF EU DU", which prints the generation's name. */
+static int keytool_timed(const t_env *e, const char *label, const char *cmd,
+                         const char *file, int64_t ef, int64_t eu, int64_t du,
+                         uint8_t name[16])
 {
     char mod[512], uri[512], pin[512], a[32], b[32], c[32], out[256];
-    char *argv[] = {(char *)e->keytool, mod, uri, pin, "create", a, b, c, NULL};
-    int rc;
+    char *argv[10] = {(char *)e->keytool, mod, uri, pin, (char *)cmd};
+    int rc, i = 5;
 
     keytool_args(e, label, mod, uri, pin, sizeof(mod));
     time_arg(ef, a, sizeof(a));
     time_arg(eu, b, sizeof(b));
     time_arg(du, c, sizeof(c));
+    if (file != NULL)
+        argv[i++] = (char *)file;
+    argv[i++] = a;
+    argv[i++] = b;
+    argv[i++] = c;
+    argv[i] = NULL;
     rc = t_run(argv, out, sizeof(out));
     if (rc != 0 || strlen(out) < 32 || !unhex16(out, name)) {
-        fprintf(stderr, "t_keytool create failed (%d): %s\n", rc, out);
+        fprintf(stderr, "t_keytool %s failed (%d): %s\n", cmd, rc, out);
         return 0;
     }
     return 1;
+}
+
+int t_key_create(const t_env *e, const char *label, int64_t ef, int64_t eu,
+                 int64_t du, uint8_t name[16])
+{
+    return keytool_timed(e, label, "create", NULL, ef, eu, du, name);
 }
 
 int t_key_destroy(const t_env *e, const char *label, const uint8_t name[16])
@@ -467,21 +481,9 @@ int t_key_destroy(const t_env *e, const char *label, const uint8_t name[16])
 int t_key_import(const t_env *e, const char *label, const char *file,
                  int64_t ef, int64_t eu, int64_t du)
 {
-    char mod[512], uri[512], pin[512], a[32], b[32], c[32], out[256];
-    char *argv[] = {(char *)e->keytool, mod, uri, pin, "import", (char *)file,
-                    a, b, c, NULL};
-    int rc;
+    uint8_t name[16];
 
-    keytool_args(e, label, mod, uri, pin, sizeof(mod));
-    time_arg(ef, a, sizeof(a));
-    time_arg(eu, b, sizeof(b));
-    time_arg(du, c, sizeof(c));
-    rc = t_run(argv, out, sizeof(out));
-    if (rc != 0 || strlen(out) < 32) {
-        fprintf(stderr, "t_keytool import failed (%d): %s\n", rc, out);
-        return 0;
-    }
-    return 1;
+    return keytool_timed(e, label, "import", file, ef, eu, du, name);
 }
 
 /* ---- TLS ------------------------------------------------------------------

@@ -116,6 +116,16 @@ static void free_all(SSL_SESSION *s[N_SESS])
 
 /* ---- session transport: [u32 length][DER] per session ------------------- */
 
+/* No token errors and no refusals on ctx so far. */
+static void stats_clean(SSL_CTX *ctx, const char *who)
+{
+    p11ticket_stats st;
+
+    CHECK(p11ticket_get_stats(ctx, &st) == 1);
+    CHECKF(st.errors == 0 && st.refused == 0, "%s: errors %llu refused %llu",
+           who, st.errors, st.refused);
+}
+
 static int write_all(int fd, const void *p, size_t n)
 {
     const unsigned char *c = p;
@@ -260,6 +270,23 @@ static int run_round(round_arg *a, SSL_SESSION *got[N_SESS])
     return ok;
 }
 
+/* Writes FILE, loads it, and makes the parent's sctx (p11ticket, no session
+ * cache) and cctx. */
+static OSSL_LIB_CTX *parent_contexts(const char *file, char *cnf, size_t len)
+{
+    OSSL_LIB_CTX *libctx;
+
+    REQUIRE(t_write_cnf(&env, file, NULL, cnf, len));
+    libctx = t_libctx_load(cnf);
+    REQUIRE(libctx != NULL);
+    sctx = p11ticket_SSL_CTX_new(libctx, TLS_server_method());
+    cctx = SSL_CTX_new(TLS_client_method());
+    REQUIRE(sctx != NULL && cctx != NULL);
+    REQUIRE(t_use_new_cert(sctx, libctx));
+    SSL_CTX_set_session_cache_mode(sctx, SSL_SESS_CACHE_OFF);
+    return libctx;
+}
+
 static int scenario(void *arg)
 {
     SSL_SESSION *p1[N_SESS] = {0}, *p2[N_SESS] = {0};
@@ -269,14 +296,7 @@ static int scenario(void *arg)
     round_arg a;
 
     (void)arg;
-    REQUIRE(t_write_cnf(&env, "openssl.cnf", NULL, cnf, sizeof(cnf)));
-    libctx = t_libctx_load(cnf);
-    REQUIRE(libctx != NULL);
-    sctx = p11ticket_SSL_CTX_new(libctx, TLS_server_method());
-    cctx = SSL_CTX_new(TLS_client_method());
-    REQUIRE(sctx != NULL && cctx != NULL);
-    REQUIRE(t_use_new_cert(sctx, libctx));
-    SSL_CTX_set_session_cache_mode(sctx, SSL_SESS_CACHE_OFF);
+    libctx = parent_contexts("openssl.cnf", cnf, sizeof(cnf));
     CHECK_EQ(p11ticket_enable(sctx), 1);
 
     t_section("round 1: parent issues, child resumes and issues");
@@ -302,13 +322,7 @@ static int scenario(void *arg)
     resume_all("parent", "child 1", c1);
     resume_all("parent", "itself (round 1)", p1);
 
-    {
-        p11ticket_stats st;
-
-        CHECK(p11ticket_get_stats(sctx, &st) == 1);
-        CHECKF(st.errors == 0 && st.refused == 0,
-               "parent: errors %llu refused %llu", st.errors, st.refused);
-    }
+    stats_clean(sctx, "parent");
     free_all(p1);
     free_all(p2);
     free_all(c1);
@@ -419,14 +433,7 @@ static int start_race(void *arg)
     double t0;
 
     (void)arg;
-    REQUIRE(t_write_cnf(&env, "race.cnf", NULL, race_cnf, sizeof(race_cnf)));
-    libctx = t_libctx_load(race_cnf);
-    REQUIRE(libctx != NULL);
-    sctx = p11ticket_SSL_CTX_new(libctx, TLS_server_method());
-    cctx = SSL_CTX_new(TLS_client_method());
-    REQUIRE(sctx != NULL && cctx != NULL);
-    REQUIRE(t_use_new_cert(sctx, libctx));
-    SSL_CTX_set_session_cache_mode(sctx, SSL_SESS_CACHE_OFF);
+    libctx = parent_contexts("race.cnf", race_cnf, sizeof(race_cnf));
     /* The parent initialises PKCS#11 and logs in before any fork. */
     CHECK(p11ticket_status(sctx, status, sizeof(status), NULL, 0) == 1);
     REQUIRE(strcmp(status, "ok") == 0);
@@ -476,13 +483,7 @@ static int start_race(void *arg)
     CHECK(p11ticket_status(sctx, status, sizeof(status), NULL, 0) == 1);
     CHECKF(strcmp(status, "ok") == 0, "race parent: status '%s'", status);
     resume_all("race parent", "itself", race_from_parent);
-    {
-        p11ticket_stats st;
-
-        CHECK(p11ticket_get_stats(sctx, &st) == 1);
-        CHECKF(st.errors == 0 && st.refused == 0,
-               "race parent: errors %llu refused %llu", st.errors, st.refused);
-    }
+    stats_clean(sctx, "race parent");
     free_all(race_from_parent);
     SSL_CTX_free(sctx);
     SSL_CTX_free(cctx);
