@@ -3,11 +3,13 @@
 #   1. a normal build with warnings as errors (-DP11T_WERROR=ON);
 #   2. an AddressSanitizer + UndefinedBehaviorSanitizer build
 #      (-DP11T_SANITIZE=ON) of everything, the same tests again.
-#   3. only with P11T_TEST_VALGRIND=1: the end-to-end scripts once more,
+#   3. a ThreadSanitizer build (-DP11T_TSAN=ON) running the tests labelled
+#      "threads" (ctest -L threads): the multi-threaded tests;
+#   4. only with P11T_TEST_VALGRIND=1: the end-to-end scripts once more,
 #      against build 1, with p11ticket-server and p11ticket under valgrind
 #      (slow: several minutes).
 # On Debian 12 as root it first installs the dependencies (P11T_NO_APT=1
-# skips that).  Build trees: build/werror and build/sanitize.
+# skips that).  Build trees: build/werror, build/sanitize and build/tsan.
 #
 # The last line is the sum of all runs: "total: N passed, N failed".
 # A build that fails counts as one failed test.  Exit status 0 only if every
@@ -25,6 +27,8 @@ total_pass=0
 total_fail=0
 
 # run_suite NAME CMAKE_ARGS...: configure, build, ctest; adds to the totals.
+# ctest_args (an array, normally empty) is passed to ctest.
+ctest_args=()
 run_suite() {
     local name=$1 dir=$root/build/$1 log rc=0
     shift
@@ -44,7 +48,8 @@ run_suite() {
     fi
     echo "=== $name: ctest"
     log=$dir/ctest.log
-    (cd "$dir" && ctest --output-on-failure -j "$jobs") 2>&1 | tee "$log" || rc=$?
+    (cd "$dir" && ctest --output-on-failure -j "$jobs" "${ctest_args[@]}") 2>&1 |
+        tee "$log" || rc=$?
     local line pass fail all
     line=$(grep -E '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -n 1) || true
     if [[ "$line" =~ ([0-9]+)\ tests?\ failed\ out\ of\ ([0-9]+) ]]; then
@@ -78,7 +83,14 @@ fi
 run_suite sanitize -DP11T_WERROR=ON -DP11T_SANITIZE=ON
 unset ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS
 
-runs="werror + sanitize builds"
+# ThreadSanitizer run of the multi-threaded tests: a data race fails them.
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+ctest_args=(-L threads)
+run_suite tsan -DP11T_WERROR=ON -DP11T_TSAN=ON
+ctest_args=()
+unset TSAN_OPTIONS
+
+runs="werror + sanitize + tsan builds"
 if [[ "${P11T_TEST_VALGRIND:-0}" == 1 && -x "$root/build/werror/bin/p11ticket-server" ]]; then
     runs+=" + valgrind"
     echo
