@@ -69,11 +69,19 @@ static pid_t self_pid(void)
     return __atomic_load_n(&cur_pid, __ATOMIC_RELAXED);
 }
 
+/*
+ * Monotonic milliseconds for refresh, rescan and backoff intervals, which
+ * are whole seconds: the coarse clock's few milliseconds of resolution are
+ * ample, and it costs 7 ns here against 31 ns (it is read on every ticket).
+ */
 int64_t p11t_mono_ms(void)
 {
     struct timespec ts;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+#ifdef CLOCK_MONOTONIC_COARSE
+    if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) != 0)
+#endif
+        clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
