@@ -381,31 +381,53 @@ CK_RV p11t_cache_refresh(p11t_hsm *h, p11t_err *err)
     return rv;
 }
 
-static int stale_locked(const p11t_hsm *h, int64_t now_ms)
+static int64_t refresh_ms(const p11t_hsm *h)
 {
-    return h->cache_epoch != atomic_load(&h->epoch) || h->refreshed_ms == 0 ||
-           now_ms - h->refreshed_ms >= (int64_t)h->cfg->refresh_s * 1000;
+    return (int64_t)h->cfg->refresh_s * 1000;
 }
 
-static int cache_stale(p11t_hsm *h, int64_t now_ms)
+/* The cache is unusable (another module instance, never scanned) or at
+ * least max_age milliseconds old. */
+static int stale_locked(const p11t_hsm *h, int64_t now_ms, int64_t max_age)
 {
+    return h->cache_epoch != atomic_load(&h->epoch) || h->refreshed_ms == 0 ||
+           now_ms - h->refreshed_ms >= max_age;
+}
+
+static int cache_stale(p11t_hsm *h, int64_t max_age)
+{
+    int64_t now_ms = p11t_mono_ms();
     int stale;
 
     pthread_rwlock_rdlock(&h->cache_lock);
-    stale = stale_locked(h, now_ms);
+    stale = stale_locked(h, now_ms, max_age);
     pthread_rwlock_unlock(&h->cache_lock);
     return stale;
 }
 
-/* Refresh if stale; only one thread scans, the others wait and reuse. */
-static CK_RV ensure_fresh(p11t_hsm *h, p11t_err *err)
+/*
+ * Refresh a cache older than refresh-interval.  One thread scans; the
+ * others do not wait for it but go on with the aged cache, so the periodic
+ * scan never stalls their handshakes -- up to twice refresh-interval,
+ * after which they wait too.  *max_age is the age the caller may accept
+ * now.  An unusable cache (new module instance) always waits.
+ */
+static CK_RV ensure_fresh(p11t_hsm *h, int64_t *max_age, p11t_err *err)
 {
+    int64_t r = refresh_ms(h);
     CK_RV rv = CKR_OK;
 
-    if (!cache_stale(h, p11t_mono_ms()))
+    *max_age = r;
+    if (!cache_stale(h, r))
         return CKR_OK;
-    pthread_mutex_lock(&h->refresh_lock);
-    if (cache_stale(h, p11t_mono_ms()))
+    if (pthread_mutex_trylock(&h->refresh_lock) != 0) {
+        if (!cache_stale(h, 2 * r)) {
+            *max_age = 2 * r; /* someone is scanning: use what we have */
+            return CKR_OK;
+        }
+        pthread_mutex_lock(&h->refresh_lock);
+    }
+    if (cache_stale(h, r))
         rv = refresh_and_rotate(h, err);
     pthread_mutex_unlock(&h->refresh_lock);
     return rv;
@@ -431,17 +453,18 @@ enum { FOUND = 1, NOT_FOUND = 0, STALE = -1 };
 
 /*
  * Binary search under one read lock, which also checks the cache's age:
- * STALE means "scan first", so the hot path takes the lock once.
+ * STALE means "scan first" (the cache is max_age old or unusable), so the
+ * hot path takes the lock once.
  */
 static int lookup(p11t_hsm *h, const uint8_t name[P11T_NAME_LEN],
-                  p11t_keyref *out)
+                  p11t_keyref *out, int64_t max_age)
 {
     int64_t now_ms = p11t_mono_ms();
     size_t lo = 0, hi;
     int found = NOT_FOUND;
 
     pthread_rwlock_rdlock(&h->cache_lock);
-    if (stale_locked(h, now_ms)) {
+    if (stale_locked(h, now_ms, max_age)) {
         pthread_rwlock_unlock(&h->cache_lock);
         return STALE;
     }
@@ -482,19 +505,21 @@ static CK_RV find_entry(p11t_hsm *h, const uint8_t name[P11T_NAME_LEN],
     CK_RV rv;
     int r;
 
+    int64_t max_age = refresh_ms(h);
+
     rv = p11t_hsm_ready(h, err);
     if (rv != CKR_OK)
         return rv;
-    r = lookup(h, name, out);
+    r = lookup(h, name, out, max_age);
     if (r == STALE) {
-        rv = ensure_fresh(h, err);
+        rv = ensure_fresh(h, &max_age, err);
         if (rv != CKR_OK)
             return rv;
-        r = lookup(h, name, out);
+        r = lookup(h, name, out, max_age);
     }
     if (r == FOUND)
         return CKR_OK;
-    if (rescan_limited(h, err) && lookup(h, name, out) == FOUND)
+    if (rescan_limited(h, err) && lookup(h, name, out, max_age) == FOUND)
         return CKR_OK;
     p11t_hex(name, hex);
     p11t_err_set(err, P11T_CKR_UNKNOWN_KEY, "unknown key %s", hex);
@@ -539,13 +564,14 @@ static void next_boundary(int64_t t, int64_t now, int64_t *until)
  * instead of scanning every generation in every handshake.  Returns FOUND,
  * NOT_FOUND, or STALE when the cache needs a scan first.
  */
-static int pick_cached(p11t_hsm *h, int64_t now, uint8_t name[P11T_NAME_LEN])
+static int pick_cached(p11t_hsm *h, int64_t now, uint8_t name[P11T_NAME_LEN],
+                       int64_t max_age)
 {
     int best = -1, found;
     int64_t until = P11T_TIME_NEVER;
 
     pthread_rwlock_rdlock(&h->cache_lock);
-    if (stale_locked(h, p11t_mono_ms())) {
+    if (stale_locked(h, p11t_mono_ms(), max_age)) {
         pthread_rwlock_unlock(&h->cache_lock);
         return STALE;
     }
@@ -596,19 +622,21 @@ CK_RV p11t_hsm_current(p11t_hsm *h, int64_t now,
     CK_RV rv;
     int r;
 
+    int64_t max_age = refresh_ms(h);
+
     rv = p11t_hsm_ready(h, err);
     if (rv != CKR_OK)
         return rv;
-    r = pick_cached(h, now, name);
+    r = pick_cached(h, now, name, max_age);
     if (r == STALE) {
-        rv = ensure_fresh(h, err);
+        rv = ensure_fresh(h, &max_age, err);
         if (rv != CKR_OK)
             return rv;
-        r = pick_cached(h, now, name);
+        r = pick_cached(h, now, name, max_age);
     }
     if (r == FOUND)
         return CKR_OK;
-    if (rescan_limited(h, err) && pick_cached(h, now, name) == FOUND)
+    if (rescan_limited(h, err) && pick_cached(h, now, name, max_age) == FOUND)
         return CKR_OK;
     p11t_err_set(err, P11T_CKR_NO_ACTIVE_KEY,
                  "no active key on the token; run 'p11ticket create'");
@@ -628,7 +656,8 @@ int p11t_hsm_is_current(p11t_hsm *h, const p11t_keyref *ref, int64_t now)
 {
     uint8_t name[P11T_NAME_LEN];
 
-    return pick_cached(h, now, name) == FOUND &&
+    /* A cache too old to trust only makes the answer "renew". */
+    return pick_cached(h, now, name, 2 * refresh_ms(h)) == FOUND &&
            CRYPTO_memcmp(name, ref->info.name, P11T_NAME_LEN) == 0;
 }
 

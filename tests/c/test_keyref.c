@@ -9,8 +9,10 @@
  * crosses a rescan (resolved again, same key); a reference to a generation
  * destroyed by another process, with and without session copies (usable
  * until this process's next scan at most, then P11T_CKR_UNKNOWN_KEY); a
- * reference carried into a forked child; and threads sharing one handle
- * while another thread forces rescans (no operation may fail).
+ * reference carried into a forked child; threads sharing one handle while
+ * another thread forces rescans (no operation may fail); and a periodic
+ * scan in progress, which other threads do not wait for until the cache is
+ * twice refresh-interval old.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -23,17 +25,18 @@
 #include <openssl/rand.h>
 
 #include "hsm.h"
+#include "internal.h" /* refresh_lock, to hold a scan "in progress" */
 #include "support.h"
 
 static t_env env;
 
-static p11t_hsm *open_hsm(const char *copies)
+static p11t_hsm *open_hsm(const char *copies, const char *refresh)
 {
     char pin_source[400];
     const char *kv[][2] = {{"pkcs11-module", env.pkcs11},
                            {"token-uri", "pkcs11:token=tickets"},
                            {"pin-source", pin_source},
-                           {"refresh-interval", "3600"},
+                           {"refresh-interval", refresh},
                            {"rescan-interval", "0"},
                            {"session-copies", copies}};
     p11t_config *cfg = p11t_config_new();
@@ -280,6 +283,67 @@ static void threads(p11t_hsm *h)
     pthread_mutex_destroy(&s.lock);
 }
 
+typedef struct resolver {
+    p11t_hsm *h;
+    const uint8_t *name;
+    atomic_int done;
+    CK_RV rv;
+} resolver;
+
+static void *resolve_thread(void *arg)
+{
+    resolver *r = arg;
+    p11t_keyref ref;
+    p11t_err e = {0};
+
+    r->rv = p11t_hsm_resolve(r->h, r->name, &ref, &e);
+    atomic_store(&r->done, 1);
+    return NULL;
+}
+
+/* 1 if r finished within ms milliseconds. */
+static int done_within(resolver *r, int ms)
+{
+    for (int waited = 0; waited < ms && !atomic_load(&r->done); waited += 10)
+        usleep(10 * 1000);
+    return atomic_load(&r->done);
+}
+
+static void scan_in_progress(const uint8_t k[16])
+{
+    p11t_hsm *h = open_hsm("yes", "1");
+    resolver a = {.name = k}, b = {.name = k};
+    p11t_keyref r;
+    p11t_err e = {0};
+    pthread_t t;
+
+    t_section("a scan in progress does not stall other threads "
+              "(refresh-interval 1 s)");
+    REQUIRE(h != NULL);
+    a.h = b.h = h;
+    CHECK_EQ(p11t_hsm_resolve(h, k, &r, &e), CKR_OK); /* the first scan */
+    usleep(1200 * 1000); /* older than refresh-interval, not twice */
+    /* Holding the lock stands for another thread's slow scan. */
+    pthread_mutex_lock(&h->refresh_lock);
+    REQUIRE(pthread_create(&t, NULL, resolve_thread, &a) == 0);
+    CHECKF(done_within(&a, 5000), "a lookup waited for the scan in progress");
+    pthread_mutex_unlock(&h->refresh_lock);
+    pthread_join(t, NULL);
+    CHECK_EQ(a.rv, CKR_OK);
+
+    /* Older than twice the interval, the cache is not used: lookups wait
+     * for the scan (here: for the lock) and then see a fresh cache. */
+    usleep(2100 * 1000);
+    pthread_mutex_lock(&h->refresh_lock);
+    REQUIRE(pthread_create(&t, NULL, resolve_thread, &b) == 0);
+    CHECKF(!done_within(&b, 500),
+           "a lookup used a cache older than twice refresh-interval");
+    pthread_mutex_unlock(&h->refresh_lock);
+    CHECKF(done_within(&b, 10000), "the lookup did not finish after the scan");
+    pthread_join(t, NULL);
+    CHECK_EQ(b.rv, CKR_OK);
+}
+
 int main(void)
 {
     p11t_hsm *h, *nocopy;
@@ -290,8 +354,8 @@ int main(void)
     REQUIRE(t_env_init(&env, "keyref"));
     REQUIRE(t_key_create(&env, NULL, now - 3600, INT64_MAX, INT64_MAX, k1));
     REQUIRE(t_key_create(&env, NULL, now - 1800, INT64_MAX, INT64_MAX, k2));
-    h = open_hsm("yes");
-    nocopy = open_hsm("no");
+    h = open_hsm("yes", "3600");
+    nocopy = open_hsm("no", "3600");
     REQUIRE(h != NULL && nocopy != NULL);
 
     basics(h, k1, k2);
@@ -300,6 +364,7 @@ int main(void)
     destroyed(nocopy, 0);
     forked(h, k2);
     threads(h);
+    scan_in_progress(k2);
 
     rc = t_finish("test_keyref");
     t_env_cleanup(&env);
