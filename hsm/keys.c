@@ -498,29 +498,58 @@ static int lookup(p11t_hsm *h, const uint8_t name[P11T_NAME_LEN],
     return found;
 }
 
-static CK_RV find_entry(p11t_hsm *h, const uint8_t name[P11T_NAME_LEN],
-                        p11t_keyref *out, p11t_err *err)
+/*
+ * One question to the cache, asked the way every caller must: logged in,
+ * the cache fresh enough (scanning first if needed), and once more after a
+ * rate-limited rescan.  q returns FOUND, NOT_FOUND or STALE.  Returns the
+ * error of the login or the scan, else CKR_OK with *found set.
+ */
+typedef int (*cache_query)(p11t_hsm *h, void *arg, int64_t max_age);
+
+static CK_RV ask_cache(p11t_hsm *h, cache_query q, void *arg, int *found,
+                       p11t_err *err)
 {
-    char hex[33];
-    CK_RV rv;
+    int64_t max_age = refresh_ms(h);
+    CK_RV rv = p11t_hsm_ready(h, err);
     int r;
 
-    int64_t max_age = refresh_ms(h);
-
-    rv = p11t_hsm_ready(h, err);
+    *found = 0;
     if (rv != CKR_OK)
         return rv;
-    r = lookup(h, name, out, max_age);
+    r = q(h, arg, max_age);
     if (r == STALE) {
         rv = ensure_fresh(h, &max_age, err);
         if (rv != CKR_OK)
             return rv;
-        r = lookup(h, name, out, max_age);
+        r = q(h, arg, max_age);
     }
-    if (r == FOUND)
-        return CKR_OK;
-    if (rescan_limited(h, err) && lookup(h, name, out, max_age) == FOUND)
-        return CKR_OK;
+    *found = r == FOUND ||
+             (rescan_limited(h, err) && q(h, arg, max_age) == FOUND);
+    return CKR_OK;
+}
+
+typedef struct lookup_arg {
+    const uint8_t *name;
+    p11t_keyref *out;
+} lookup_arg;
+
+static int lookup_query(p11t_hsm *h, void *varg, int64_t max_age)
+{
+    lookup_arg *a = varg;
+
+    return lookup(h, a->name, a->out, max_age);
+}
+
+static CK_RV find_entry(p11t_hsm *h, const uint8_t name[P11T_NAME_LEN],
+                        p11t_keyref *out, p11t_err *err)
+{
+    lookup_arg a = {name, out};
+    char hex[33];
+    int found;
+    CK_RV rv = ask_cache(h, lookup_query, &a, &found, err);
+
+    if (rv != CKR_OK || found)
+        return rv;
     p11t_hex(name, hex);
     p11t_err_set(err, P11T_CKR_UNKNOWN_KEY, "unknown key %s", hex);
     return P11T_CKR_UNKNOWN_KEY;
@@ -616,28 +645,27 @@ static int pick_cached(p11t_hsm *h, int64_t now, uint8_t name[P11T_NAME_LEN],
     return found;
 }
 
+typedef struct pick_arg {
+    int64_t now;
+    uint8_t *name;
+} pick_arg;
+
+static int pick_query(p11t_hsm *h, void *varg, int64_t max_age)
+{
+    pick_arg *a = varg;
+
+    return pick_cached(h, a->now, a->name, max_age);
+}
+
 CK_RV p11t_hsm_current(p11t_hsm *h, int64_t now,
                        uint8_t name[static P11T_NAME_LEN], p11t_err *err)
 {
-    CK_RV rv;
-    int r;
+    pick_arg a = {now, name};
+    int found;
+    CK_RV rv = ask_cache(h, pick_query, &a, &found, err);
 
-    int64_t max_age = refresh_ms(h);
-
-    rv = p11t_hsm_ready(h, err);
-    if (rv != CKR_OK)
+    if (rv != CKR_OK || found)
         return rv;
-    r = pick_cached(h, now, name, max_age);
-    if (r == STALE) {
-        rv = ensure_fresh(h, &max_age, err);
-        if (rv != CKR_OK)
-            return rv;
-        r = pick_cached(h, now, name, max_age);
-    }
-    if (r == FOUND)
-        return CKR_OK;
-    if (rescan_limited(h, err) && pick_cached(h, now, name, max_age) == FOUND)
-        return CKR_OK;
     p11t_err_set(err, P11T_CKR_NO_ACTIVE_KEY,
                  "no active key on the token; run 'p11ticket create'");
     return P11T_CKR_NO_ACTIVE_KEY;
