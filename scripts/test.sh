@@ -3,8 +3,9 @@
 #   1. a normal build with warnings as errors (-DP11T_WERROR=ON);
 #   2. an AddressSanitizer + UndefinedBehaviorSanitizer build
 #      (-DP11T_SANITIZE=ON) of everything, the same tests again.
-#   3. a ThreadSanitizer build (-DP11T_TSAN=ON) running the tests labelled
-#      "threads" (ctest -L threads): the multi-threaded tests;
+#   3. a ThreadSanitizer build (-DP11T_TSAN=ON) running the multi-threaded
+#      C tests (label "threads") and the end-to-end tests against the
+#      threaded p11ticket-server (label "e2e");
 #   4. only with P11T_TEST_VALGRIND=1: the end-to-end scripts once more,
 #      against build 1, with p11ticket-server and p11ticket under valgrind
 #      (slow: several minutes).
@@ -83,9 +84,10 @@ fi
 run_suite sanitize -DP11T_WERROR=ON -DP11T_SANITIZE=ON
 unset ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS
 
-# ThreadSanitizer run of the multi-threaded tests: a data race fails them.
+# ThreadSanitizer run of the multi-threaded tests and of the end-to-end
+# tests (p11ticket-server is threaded): a data race fails them.
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
-ctest_args=(-L threads)
+ctest_args=(-L 'threads|e2e')
 run_suite tsan -DP11T_WERROR=ON -DP11T_TSAN=ON
 ctest_args=()
 unset TSAN_OPTIONS
