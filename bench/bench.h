@@ -37,6 +37,8 @@
 extern volatile sig_atomic_t bench_stop; /* set by SIGINT/SIGTERM/SIGHUP */
 
 double bench_now(void); /* CLOCK_MONOTONIC, seconds */
+/* "what: <first queued OpenSSL error>" into err; clears the queue. */
+void bench_ossl_err(char *err, size_t errlen, const char *what);
 double bench_median(double *v, size_t n); /* sorts v; NAN if n == 0 */
 /* Median over i of a[i] / b[i] (a and b unchanged); NAN if n == 0. */
 double bench_median_ratio(const double *a, const double *b, size_t n);
@@ -57,8 +59,7 @@ void bench_series_free(bench_series *s);
 typedef struct bench_setup {
     const char *config_file; /* --config */
     const char *provider_name; /* --section */
-    char *section;           /* the provider's section inside the file */
-    void *conf;              /* CONF *, for the section's values */
+    p11t_conffile file;      /* the parsed file and the provider's section */
     p11t_hsm *hsm;           /* the bench's own provisioning handle */
     int session_copies;      /* the file's session-copies (default yes) */
     int auto_rotate;         /* the file's auto-rotate */

@@ -764,7 +764,7 @@ static int prepare(bench *b)
         fprintf(stderr, "p11ticket-bench: warning: auto-rotate = yes in [%s]: "
                 "the provider may add a successor of the bench's key to the "
                 "token; prefer a throwaway token or auto-rotate = no\n",
-                b->setup.section);
+                b->setup.file.section);
     if (!bench_setup_key(&b->setup, b->err, sizeof(b->err)))
         return 0;
     p11t_hex(b->setup.key, hex);
@@ -817,7 +817,7 @@ int main(int argc, char **argv)
     } else if (ok) {
         print_machine(&b.floor);
         printf("config: %s [%s], session-copies=%s, refresh-interval=%u s\n",
-               b.opt.config, b.setup.section,
+               b.opt.config, b.setup.file.section,
                b.setup.session_copies ? "yes" : "no", b.setup.refresh_s);
         ok = run_sealopen(&b) && run_tls(&b) && run_scale(&b) && run_ring(&b);
     }

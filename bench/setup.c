@@ -2,9 +2,9 @@
  * setup.c - the openssl.cnf provider section, and everything the bench adds
  * to the token.
  *
- * The section is found the way the setup tool finds it (tools/p11ticket/
- * tool.c): openssl_conf -> [init] providers -> [providers] NAME -> section,
- * reading each section's own values only, as OpenSSL's config modules do.
+ * The section is found the way the setup tool finds it (p11t_conffile_load,
+ * hsm/conffile.c): openssl_conf -> [init] providers -> [providers] NAME ->
+ * section, reading each section's own values only, as OpenSSL does.
  *
  * What the bench adds, it removes: its own encrypting generation and the
  * decrypt-only generations of the ring test.  Every name is recorded the
@@ -68,106 +68,27 @@ void bench_signals_install(void)
 
 /* ---- the provider section ------------------------------------------------- */
 
-static const char *section_value(const CONF *conf, const char *section,
-                                 const char *key)
-{
-    STACK_OF(CONF_VALUE) *sk = NCONF_get_section(conf, section);
-
-    if (sk == NULL)
-        return NULL;
-    for (int i = 0; i < sk_CONF_VALUE_num(sk); i++) {
-        const CONF_VALUE *v = sk_CONF_VALUE_value(sk, i);
-
-        if (strcmp(v->name, key) == 0)
-            return v->value;
-    }
-    return NULL;
-}
-
 const char *bench_setup_value(const bench_setup *s, const char *key)
 {
-    return section_value(s->conf, s->section, key);
-}
-
-static int find_section(bench_setup *s, char *err, size_t errlen)
-{
-    const CONF *conf = s->conf;
-    const char *init, *providers, *section;
-
-    init = section_value(conf, "default", "openssl_conf");
-    if (init == NULL || NCONF_get_section(conf, init) == NULL) {
-        snprintf(err, errlen, "%s: no 'openssl_conf' section, so OpenSSL "
-                 "loads no providers from this file", s->config_file);
-        return 0;
-    }
-    providers = section_value(conf, init, "providers");
-    if (providers == NULL || NCONF_get_section(conf, providers) == NULL) {
-        snprintf(err, errlen, "%s: [%s] names no existing 'providers' section",
-                 s->config_file, init);
-        return 0;
-    }
-    section = section_value(conf, providers, s->provider_name);
-    if (section == NULL || NCONF_get_section(conf, section) == NULL) {
-        snprintf(err, errlen, "%s: [%s] has no '%s' entry with a section "
-                 "(the provider to benchmark; see --section)",
-                 s->config_file, providers, s->provider_name);
-        return 0;
-    }
-    s->section = strdup(section);
-    return s->section != NULL;
-}
-
-static int parse_bool(const char *v, int dflt)
-{
-    if (v == NULL)
-        return dflt;
-    return strcmp(v, "yes") == 0 || strcmp(v, "1") == 0 ||
-           strcmp(v, "true") == 0;
+    return p11t_conffile_value(&s->file, key);
 }
 
 int bench_setup_load(bench_setup *s, char *err, size_t errlen)
 {
-    STACK_OF(CONF_VALUE) *sk;
     p11t_config *cfg;
-    p11t_err e;
-    long eline = -1;
+    p11t_err e = {0};
     CK_RV rv;
 
-    s->conf = NCONF_new(NULL);
-    if (s->conf == NULL || NCONF_load(s->conf, s->config_file, &eline) <= 0) {
-        snprintf(err, errlen, "%s: cannot load (line %ld)", s->config_file,
-                 eline);
-        ERR_clear_error();
+    if (p11t_conffile_load(s->config_file, s->provider_name, &s->file, &e) !=
+        CKR_OK) {
+        snprintf(err, errlen, "%s", e.msg);
         return 0;
     }
-    if (!find_section(s, err, errlen))
-        return 0;
-
-    cfg = p11t_config_new();
-    if (cfg == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return 0;
-    }
-    p11t_err_clear(&e);
-    sk = NCONF_get_section(s->conf, s->section);
-    for (int i = 0; i < sk_CONF_VALUE_num(sk); i++) {
-        const CONF_VALUE *v = sk_CONF_VALUE_value(sk, i);
-
-        if (p11t_config_set(cfg, v->name, v->value, &e) != CKR_OK) {
-            snprintf(err, errlen, "%s: [%s] %s", s->config_file, s->section,
-                     e.msg);
-            p11t_config_free(cfg);
-            return 0;
-        }
-    }
-    if (p11t_config_check(cfg, &e) != CKR_OK) {
-        snprintf(err, errlen, "%s: [%s] %s", s->config_file, s->section, e.msg);
-        p11t_config_free(cfg);
-        return 0;
-    }
+    cfg = s->file.cfg;
+    s->file.cfg = NULL; /* p11t_hsm_new() owns it from here */
     s->refresh_s = p11t_config_refresh_interval(cfg);
     s->auto_rotate = p11t_config_auto_rotate(cfg);
-    s->session_copies = parse_bool(bench_setup_value(s, "session-copies"), 1);
+    s->session_copies = p11t_config_session_copies(cfg);
     /*
      * The bench's own handle only provisions: no session copies (it never
      * encrypts) and never auto-rotate (it must not change the token beyond
@@ -175,11 +96,12 @@ int bench_setup_load(bench_setup *s, char *err, size_t errlen)
      */
     p11t_config_set(cfg, "session-copies", "no", &e);
     p11t_config_set(cfg, "auto-rotate", "no", &e);
-    rv = p11t_hsm_new(cfg, &s->hsm, &e); /* owns cfg from here */
+    rv = p11t_hsm_new(cfg, &s->hsm, &e);
     if (rv == CKR_OK)
         rv = p11t_hsm_ensure(s->hsm, &e);
     if (rv != CKR_OK) {
-        snprintf(err, errlen, "%s: [%s] %s", s->config_file, s->section, e.msg);
+        snprintf(err, errlen, "%s: [%s] %s", s->config_file, s->file.section,
+                 e.msg);
         return 0;
     }
     return 1;
@@ -200,7 +122,7 @@ static void put_escaped(FILE *fp, const char *v)
 int bench_setup_write_alt(bench_setup *s, char *err, size_t errlen)
 {
     const char *tmp = getenv("TMPDIR");
-    STACK_OF(CONF_VALUE) *sk = NCONF_get_section(s->conf, s->section);
+    STACK_OF(CONF_VALUE) *sk = NCONF_get_section(s->file.conf, s->file.section);
     FILE *fp;
     int fd;
 
@@ -471,8 +393,5 @@ void bench_setup_cleanup(bench_setup *s)
     /* No C_Finalize: SoftHSM crashes when finalized at exit (DESIGN.md §2). */
     p11t_hsm_free(s->hsm);
     s->hsm = NULL;
-    NCONF_free(s->conf);
-    s->conf = NULL;
-    free(s->section);
-    s->section = NULL;
+    p11t_conffile_free(&s->file);
 }

@@ -1,13 +1,27 @@
 /*
- * stats.c - clocks and medians.
+ * stats.c - clocks, medians and OpenSSL error text.
  */
 #include <math.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <time.h>
+
+#include <openssl/err.h>
 
 #include "bench.h"
 
 volatile sig_atomic_t bench_stop;
+
+void bench_ossl_err(char *err, size_t errlen, const char *what)
+{
+    unsigned long e = ERR_get_error();
+    char buf[256] = "no OpenSSL error";
+
+    if (e != 0)
+        ERR_error_string_n(e, buf, sizeof(buf));
+    snprintf(err, errlen, "%s: %s", what, buf);
+    ERR_clear_error();
+}
 
 double bench_now(void)
 {

@@ -42,17 +42,6 @@
 #include "bench.h"
 #include "p11ticket.h"
 
-static void ossl_err(char *err, size_t errlen, const char *what)
-{
-    unsigned long e = ERR_get_error();
-    char buf[256] = "no OpenSSL error";
-
-    if (e != 0)
-        ERR_error_string_n(e, buf, sizeof(buf));
-    snprintf(err, errlen, "%s: %s", what, buf);
-    ERR_clear_error();
-}
-
 /* ---- the provider ------------------------------------------------------------ */
 
 static int provider_status(EVP_CIPHER *cipher, char *buf, size_t len)
@@ -77,12 +66,12 @@ int bench_prov_load(bench_prov *p, const char *cnf, char *err, size_t errlen)
     memset(p, 0, sizeof(*p));
     p->libctx = OSSL_LIB_CTX_new();
     if (p->libctx == NULL || !OSSL_LIB_CTX_load_config(p->libctx, cnf)) {
-        ossl_err(err, errlen, cnf);
+        bench_ossl_err(err, errlen, cnf);
         return 0;
     }
     p->cipher = EVP_CIPHER_fetch(p->libctx, P11TICKET_CIPHER_NAME, NULL);
     if (p->cipher == NULL) {
-        ossl_err(err, errlen, "the p11ticket provider is not loaded by the "
+        bench_ossl_err(err, errlen, "the p11ticket provider is not loaded by the "
                  "configuration (EVP_CIPHER_fetch " P11TICKET_CIPHER_NAME ")");
         return 0;
     }
@@ -93,7 +82,7 @@ int bench_prov_load(bench_prov *p, const char *cnf, char *err, size_t errlen)
     params[1] = OSSL_PARAM_construct_end();
     if (h == NULL || !EVP_MAC_CTX_get_params(h, params) || routed != 1) {
         EVP_MAC_CTX_free(h);
-        ossl_err(err, errlen, "HMAC with " P11TICKET_PROPQ " is not the "
+        bench_ossl_err(err, errlen, "HMAC with " P11TICKET_PROPQ " is not the "
                  "provider's");
         return 0;
     }
@@ -239,7 +228,7 @@ int bench_inmem_init(bench_inmem *m, OSSL_LIB_CTX *libctx, char *err,
     if (m->cipher == NULL || m->mac == NULL ||
         RAND_bytes(m->aes, sizeof(m->aes)) != 1 ||
         RAND_bytes(m->hmac, sizeof(m->hmac)) != 1) {
-        ossl_err(err, errlen, "in-memory AES-256-CBC/HMAC");
+        bench_ossl_err(err, errlen, "in-memory AES-256-CBC/HMAC");
         return 0;
     }
     return 1;
@@ -604,7 +593,7 @@ static int check_open(bench_way *w, const uint8_t *t, char *err, size_t errlen)
     size_t outl = 0;
 
     if (!w->open(w->ctx, t, out, &outl)) {
-        ossl_err(err, errlen, w->name);
+        bench_ossl_err(err, errlen, w->name);
         snprintf(err + strlen(err), errlen - strlen(err),
                  " (open failed: tag or decryption)");
         return 0;
@@ -646,7 +635,7 @@ long bench_sealopen_loop(bench_way *w, long n, double until, char *err,
         if ((done & 15) == 0 && until > 0 && bench_now() >= until)
             break;
         if (!w->seal(w->ctx, ivs[done % N_IVS], plain, t)) {
-            ossl_err(err, errlen, w->name);
+            bench_ossl_err(err, errlen, w->name);
             return -1;
         }
         if (!check_open(w, t, err, errlen))
@@ -699,7 +688,7 @@ int bench_sealopen_run(bench_way *ways, size_t n, double seconds,
             t0 = bench_now();
             for (size_t k = 0; k < batch; k++)
                 if (!w->seal(w->ctx, ivs[(k + round) % N_IVS], plain, t[k])) {
-                    ossl_err(err, errlen, w->name);
+                    bench_ossl_err(err, errlen, w->name);
                     goto done;
                 }
             t1 = bench_now();

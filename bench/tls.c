@@ -78,17 +78,6 @@ const char *bench_hs_name(enum bench_hs kind)
     }
 }
 
-static void ssl_err(char *err, size_t errlen, const char *what)
-{
-    unsigned long e = ERR_get_error();
-    char buf[256] = "no OpenSSL error";
-
-    if (e != 0)
-        ERR_error_string_n(e, buf, sizeof(buf));
-    snprintf(err, errlen, "%s: %s", what, buf);
-    ERR_clear_error();
-}
-
 static int use_new_cert(SSL_CTX *const *ctxs, int nctx, OSSL_LIB_CTX *libctx)
 {
     EVP_PKEY *pkey = EVP_PKEY_Q_keygen(libctx, NULL, "EC", "P-256");
@@ -204,7 +193,7 @@ int bench_tls_init(bench_tls *t, bench_prov *p, bench_floor *floor,
     t->mem_propq = inmem_propq(p->libctx);
     t->srv[BENCH_V_P11] = p11ticket_SSL_CTX_new(p->libctx, TLS_server_method());
     if (t->srv[BENCH_V_P11] == NULL) {
-        ssl_err(err, errlen, "p11ticket_SSL_CTX_new");
+        bench_ossl_err(err, errlen, "p11ticket_SSL_CTX_new");
         return 0;
     }
     if (p11ticket_enable(t->srv[BENCH_V_P11]) != 1) {
@@ -231,19 +220,19 @@ int bench_tls_init(bench_tls *t, bench_prov *p, bench_floor *floor,
         RAND_bytes(t->floor_hmac, sizeof(t->floor_hmac)) != 1 ||
         SSL_CTX_set1_groups_list(t->client, GROUPS) != 1 ||
         !use_new_cert(t->srv, BENCH_V_COUNT, p->libctx)) {
-        ssl_err(err, errlen, "setting up the TLS contexts");
+        bench_ossl_err(err, errlen, "setting up the TLS contexts");
         return 0;
     }
     for (int v = 0; v < BENCH_V_COUNT; v++)
         if (!server_common(t->srv[v])) {
-            ssl_err(err, errlen, "setting up the TLS contexts");
+            bench_ossl_err(err, errlen, "setting up the TLS contexts");
             return 0;
         }
     for (int v = BENCH_V_FLOOR; v <= BENCH_V_FLOOR_PUB; v++) {
         SSL_CTX_set_app_data(t->srv[v], t);
         if (SSL_CTX_set_tlsext_ticket_key_evp_cb(t->srv[v],
                                                  floor_ticket_cb) != 1) {
-            ssl_err(err, errlen, "installing the floor ticket callback");
+            bench_ossl_err(err, errlen, "installing the floor ticket callback");
             return 0;
         }
     }
@@ -315,7 +304,7 @@ static int connect_once(bench_tls *t, SSL_CTX *sctx, int version,
     double t0, st = 0;
 
     if (c == NULL || !BIO_new_bio_pair(&bc, 0, &bs, 0)) {
-        ssl_err(err, errlen, "client setup");
+        bench_ossl_err(err, errlen, "client setup");
         goto done;
     }
     SSL_set_bio(c, bc, bc);
@@ -324,7 +313,7 @@ static int connect_once(bench_tls *t, SSL_CTX *sctx, int version,
     if (version == TLS1_2_VERSION)
         SSL_set_max_proto_version(c, TLS1_2_VERSION);
     if (sess != NULL && !SSL_set_session(c, sess)) {
-        ssl_err(err, errlen, "SSL_set_session");
+        bench_ossl_err(err, errlen, "SSL_set_session");
         goto done;
     }
 
@@ -332,7 +321,7 @@ static int connect_once(bench_tls *t, SSL_CTX *sctx, int version,
     s = bench_server_new(sctx, bs);
     st += bench_now() - t0;
     if (s == NULL) {
-        ssl_err(err, errlen, "server SSL_new");
+        bench_ossl_err(err, errlen, "server SSL_new");
         BIO_free(bs);
         goto done;
     }
@@ -342,7 +331,7 @@ static int connect_once(bench_tls *t, SSL_CTX *sctx, int version,
             if (rc == 1)
                 cdone = 1;
             else if (!want_io(c, rc)) {
-                ssl_err(err, errlen, "client handshake");
+                bench_ossl_err(err, errlen, "client handshake");
                 goto done;
             }
         }
@@ -353,7 +342,7 @@ static int connect_once(bench_tls *t, SSL_CTX *sctx, int version,
             if (rc == 1)
                 sdone = 1;
             else if (!want_io(s, rc)) {
-                ssl_err(err, errlen, "server handshake");
+                bench_ossl_err(err, errlen, "server handshake");
                 goto done;
             }
         }
@@ -365,7 +354,7 @@ static int connect_once(bench_tls *t, SSL_CTX *sctx, int version,
     /* TLS 1.3 tickets follow the handshake: let the client read them. */
     rc = SSL_read(c, &byte, 1);
     if (rc > 0 || !want_io(c, rc)) {
-        ssl_err(err, errlen, "client reading the tickets");
+        bench_ossl_err(err, errlen, "client reading the tickets");
         goto done;
     }
     if (SSL_session_reused(s) != want_reused ||

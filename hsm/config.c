@@ -57,6 +57,11 @@ int p11t_config_auto_rotate(const p11t_config *cfg)
     return cfg->auto_rotate;
 }
 
+int p11t_config_session_copies(const p11t_config *cfg)
+{
+    return cfg->session_copies;
+}
+
 const char *p11t_config_get(const p11t_config *cfg, const char *key)
 {
     if (strcmp(key, "pkcs11-module") == 0)

@@ -66,6 +66,35 @@ unsigned p11t_config_refresh_interval(const p11t_config *cfg);
 /* String value of pkcs11-module, token-uri or pin-source (NULL if unset). */
 const char *p11t_config_get(const p11t_config *cfg, const char *key);
 
+/* Whether operations use session copies of the token keys
+ * (session-copies, default yes). */
+int p11t_config_session_copies(const p11t_config *cfg);
+
+/*
+ * The provider section of an openssl.cnf, for programs that read the file
+ * themselves (setup tool, bench): OpenSSL's own path openssl_conf ->
+ * [init] providers -> [providers] NAME -> section, each section's own
+ * values only.  p11t_conffile_load() fills *out with the parsed file, the
+ * section's name and a p11t_config of its keys that passed
+ * p11t_config_check().  On failure (P11T_CKR_CONFIG, CKR_HOST_MEMORY, or
+ * the config's own code) err names the file, the section and the key, and
+ * *out is empty.
+ */
+typedef struct p11t_conffile {
+    struct conf_st *conf; /* CONF * */
+    const char *section;  /* inside conf */
+    p11t_config *cfg;     /* the caller may take it (set to NULL) */
+} p11t_conffile;
+
+CK_RV p11t_conffile_load(const char *file, const char *provider,
+                         p11t_conffile *out, p11t_err *err);
+/* Raw value of a key in the provider section, or NULL. */
+const char *p11t_conffile_value(const p11t_conffile *f, const char *key);
+/* Raw value of a key in any section of conf (exact, no default fallback). */
+const char *p11t_conffile_lookup(const struct conf_st *conf,
+                                 const char *section, const char *key);
+void p11t_conffile_free(p11t_conffile *f);
+
 /*
  * Read a PIN from a pin-source value ("file:/path", "env:VAR").  The file
  * must be a regular file that neither group nor others can read.  A trailing

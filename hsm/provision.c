@@ -64,6 +64,18 @@ static CK_RV ready_session(p11t_hsm *h, CK_SESSION_HANDLE *s, unsigned *ep,
     return rv == CKR_OK ? p11t_session_get(h, s, ep, err) : rv;
 }
 
+/* The CKA_LABELs of a generation's two objects (128 bytes each). */
+static int format_labels(const p11t_times *times, char aes_label[128],
+                         char mac_label[128], p11t_err *err)
+{
+    if (p11t_label_format(aes_label, 128, P11T_ROLE_AES, times) < 0 ||
+        p11t_label_format(mac_label, 128, P11T_ROLE_HMAC, times) < 0) {
+        p11t_err_set(err, CKR_ARGUMENTS_BAD, "invalid key times");
+        return 0;
+    }
+    return 1;
+}
+
 CK_RV p11t_gen_create(p11t_hsm *h, CK_SESSION_HANDLE s, CK_ULONG aes_len,
                       const p11t_times *times, uint8_t name[P11T_NAME_LEN],
                       p11t_err *err)
@@ -76,13 +88,8 @@ CK_RV p11t_gen_create(p11t_hsm *h, CK_SESSION_HANDLE s, CK_ULONG aes_len,
         p11t_err_set(err, CKR_ARGUMENTS_BAD, "AES key length must be 16 or 32");
         return CKR_ARGUMENTS_BAD;
     }
-    if (p11t_label_format(aes_label, sizeof(aes_label), P11T_ROLE_AES, times) <
-            0 ||
-        p11t_label_format(mac_label, sizeof(mac_label), P11T_ROLE_HMAC,
-                          times) < 0) {
-        p11t_err_set(err, CKR_ARGUMENTS_BAD, "invalid key times");
+    if (!format_labels(times, aes_label, mac_label, err))
         return CKR_ARGUMENTS_BAD;
-    }
     /* The name comes from the token's RNG, like the keys themselves. */
     rv = h->f->C_GenerateRandom(s, name, P11T_NAME_LEN);
     if (rv != CKR_OK) {
@@ -242,13 +249,8 @@ CK_RV p11t_hsm_import(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
                      "import: AES key must be 16 or 32 bytes, HMAC key 16-64");
         return CKR_ARGUMENTS_BAD;
     }
-    if (p11t_label_format(aes_label, sizeof(aes_label), P11T_ROLE_AES, times) <
-            0 ||
-        p11t_label_format(mac_label, sizeof(mac_label), P11T_ROLE_HMAC,
-                          times) < 0) {
-        p11t_err_set(err, CKR_ARGUMENTS_BAD, "invalid key times");
+    if (!format_labels(times, aes_label, mac_label, err))
         return CKR_ARGUMENTS_BAD;
-    }
     rv = ready_session(h, &s, &ep, err);
     if (rv != CKR_OK)
         return rv;

@@ -48,8 +48,8 @@ typedef struct hmac_ctx {
     EVP_MAC_CTX *inner; /* default provider's HMAC (raw-key mode); made on
                            first need, so ticket contexts never pay for it */
     int named;
-    uint8_t name[P11T_NAME_LEN];
-    p11t_keyref key; /* key-name mode: resolved by the first C_Sign */
+    p11t_keyref key; /* key-name mode: named here, resolved by the first
+                        C_Sign */
     /* Key-name mode: the data to sign.  buf is `small` until a ticket
      * outgrows it (sessions with client certificates), then the heap. */
     unsigned char *buf;
@@ -137,11 +137,17 @@ static int hmac_set_ctx_params(void *vctx, const OSSL_PARAM params[])
 {
     hmac_ctx *c = vctx;
     const OSSL_PARAM *p;
+    uint8_t name[P11T_NAME_LEN];
+    int got = 0;
 
     if (params == NULL)
         return 1;
-    if (!p11t_prov_key_name_param(c->pc, params, c->name, &c->named))
+    if (!p11t_prov_key_name_param(c->pc, params, name, &got))
         return 0;
+    if (got) {
+        c->named = 1;
+        p11t_keyref_set_name(&c->key, name);
+    }
     if (OSSL_PARAM_locate_const(params, OSSL_MAC_PARAM_KEY) != NULL)
         c->named = 0; /* a raw key always means proxy mode */
     if (c->named &&
@@ -216,8 +222,6 @@ static int hmac_final(void *vctx, unsigned char *out, size_t *outl,
         p11t_prov_raise(c->pc, P11T_R_BAD_PARAM, "output buffer too small");
         return 0;
     }
-    if (memcmp(c->key.info.name, c->name, P11T_NAME_LEN) != 0)
-        p11t_keyref_set_name(&c->key, c->name); /* a new name: resolve anew */
     if (p11t_hsm_hmac(c->pc->hsm, &c->key, c->buf, c->len, out, &e) != CKR_OK &&
         RAND_bytes_ex(c->pc->libctx, out, P11T_HMAC_LEN, 0) <= 0)
         memset(out, 0xA5, P11T_HMAC_LEN); /* still never a valid tag */
