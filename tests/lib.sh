@@ -247,12 +247,19 @@ p11t_tool() {
 # Sets P11T_CONF.
 # shellcheck disable=SC2120 # the options are optional
 p11t_token() {
+    p11t_token_empty "$@"
+    p11t_create_key "$P11T_CONF"
+}
+
+# p11t_token_empty [conf options]: like p11t_token, but no key generation
+# (the lifecycle scenarios).
+# shellcheck disable=SC2120 # the options are optional
+p11t_token_empty() {
     P11T_CONF=$P11T_WORK/openssl.cnf
     (umask 077 && p11t_random_pin >"$P11T_WORK/pin")
     chmod 0600 "$P11T_WORK/pin"
     p11t_write_conf "$P11T_CONF" "$@"
     p11t_init_token "$P11T_CONF"
-    p11t_create_key "$P11T_CONF"
 }
 
 # p11t_init_token CONF: initialise the SoftHSM token through the setup tool.
@@ -306,24 +313,33 @@ p11t_cert() {
 
 # ---- servers ----------------------------------------------------------------
 
-# p11t_server_start NAME [--conf FILE] [server args...]
-# Starts p11ticket-server on 127.0.0.1:0 with OPENSSL_CONF=FILE (default the
-# test's openssl.cnf), waits for its "ACCEPT 127.0.0.1:PORT" line, and
-# records PID and port.  Logs: WORK/NAME.out (stdout), WORK/NAME.err.
-p11t_server_start() {
-    local name=$1 conf=$P11T_CONF
-    shift
-    if [[ "${1:-}" == --conf ]]; then
-        conf=$2
-        shift 2
-    fi
+# p11t_proc_start [--wrap] [--label TEXT] NAME CONF BINARY [args...]: start
+# a server binary that takes "-accept HOST:PORT -cert FILE -key FILE" and
+# prints "ACCEPT 127.0.0.1:PORT", with OPENSSL_CONF=CONF; wait for that line
+# and record PID and port in P11T_PID/P11T_PORT (so p11t_port, p11t_pid,
+# p11t_server_alive and p11t_server_stop work on it).  Logs: WORK/NAME.out
+# (stdout), WORK/NAME.err.  --wrap runs BINARY under P11T_WRAP (valgrind
+# with P11T_VALGRIND=1); --label names it in messages (default the
+# binary's base name).  p11t_server_start is this for p11ticket-server.
+p11t_proc_start() {
+    local wrap=() label=
+    while :; do
+        case ${1:-} in
+        --wrap) wrap=("${P11T_WRAP[@]}"); shift ;;
+        --label) label=$2; shift 2 ;;
+        *) break ;;
+        esac
+    done
+    local name=$1 conf=$2 bin=$3
+    shift 3
+    label=${label:-$(basename "$bin")}
     p11t_cert
     local out=$P11T_WORK/$name.out err=$P11T_WORK/$name.err
     : >"$out"
     : >"$err"
-    OPENSSL_CONF=$conf "${P11T_WRAP[@]}" "$P11T_SERVER_BIN" \
-        -accept 127.0.0.1:0 -cert "$P11T_WORK/cert.pem" \
-        -key "$P11T_WORK/key.pem" "$@" >"$out" 2>"$err" </dev/null &
+    OPENSSL_CONF=$conf "${wrap[@]}" "$bin" -accept 127.0.0.1:0 \
+        -cert "$P11T_WORK/cert.pem" -key "$P11T_WORK/key.pem" "$@" \
+        >"$out" 2>"$err" </dev/null &
     local pid=$!
     P11T_PID[$name]=$pid
     local deadline=$((SECONDS + 20 * P11T_WAIT_SCALE)) line
@@ -336,19 +352,33 @@ p11t_server_start() {
             unset "P11T_PID[$name]"
             echo "--- $name stderr:" >&2
             tail -n 40 "$err" >&2
-            fail "server $name exited with status $rc before printing ACCEPT"
+            fail "$label $name exited with status $rc before printing ACCEPT"
         fi
         if ((SECONDS >= deadline)); then
             echo "--- $name stderr:" >&2
             tail -n 40 "$err" >&2
-            fail "server $name printed no ACCEPT line within $((20 * P11T_WAIT_SCALE)) s"
+            fail "$label $name printed no ACCEPT line within $((20 * P11T_WAIT_SCALE)) s"
         fi
         sleep 0.05
     done
     [[ "$line" =~ ^ACCEPT\ 127\.0\.0\.1:([0-9]+)$ ]] ||
-        fail "server $name: malformed ACCEPT line '$line'"
+        fail "$label $name: malformed ACCEPT line '$line'"
     P11T_PORT[$name]=${BASH_REMATCH[1]}
-    note "server $name: pid $pid, port ${P11T_PORT[$name]} ($*)"
+    note "$label $name: pid $pid, port ${P11T_PORT[$name]} ($*)"
+}
+
+# p11t_server_start NAME [--conf FILE] [server args...]
+# Starts p11ticket-server on 127.0.0.1:0 with OPENSSL_CONF=FILE (default the
+# test's openssl.cnf), waits for its "ACCEPT 127.0.0.1:PORT" line, and
+# records PID and port.  Logs: WORK/NAME.out (stdout), WORK/NAME.err.
+p11t_server_start() {
+    local name=$1 conf=$P11T_CONF
+    shift
+    if [[ "${1:-}" == --conf ]]; then
+        conf=$2
+        shift 2
+    fi
+    p11t_proc_start --wrap --label server "$name" "$conf" "$P11T_SERVER_BIN" "$@"
 }
 
 p11t_port() { echo "${P11T_PORT[$1]:?no server $1}"; }
@@ -490,16 +520,6 @@ p11t_assert_token_ticket() {
 
 P11T_PLAIN_SERVER=${P11T_PLAIN_SERVER:-$P11T_BUILD/bin/plain_ticket_server}
 
-# p11t_token_empty [conf options]: like p11t_token, but no key generation.
-# shellcheck disable=SC2120 # the options are optional
-p11t_token_empty() {
-    P11T_CONF=$P11T_WORK/openssl.cnf
-    (umask 077 && p11t_random_pin >"$P11T_WORK/pin")
-    chmod 0600 "$P11T_WORK/pin"
-    p11t_write_conf "$P11T_CONF" "$@"
-    p11t_init_token "$P11T_CONF"
-}
-
 # p11t_tool_rc NAME [tool args...]: run `p11ticket --config P11T_CONF ARGS`
 # with stdout in WORK/NAME.out and stderr in WORK/NAME.tool; never fails.
 # Sets P11T_RC to the exit status.
@@ -616,47 +636,6 @@ p11t_sess_key() {
     else
         echo none
     fi
-}
-
-# p11t_proc_start NAME CONF BINARY [args...]: start a server binary that
-# takes "-accept HOST:PORT -cert FILE -key FILE" and prints
-# "ACCEPT 127.0.0.1:PORT", like p11t_server_start does for p11ticket-server
-# (same logs, same P11T_PID/P11T_PORT records, so p11t_port,
-# p11t_server_alive and p11t_server_stop work on it).
-p11t_proc_start() {
-    local name=$1 conf=$2 bin=$3
-    shift 3
-    p11t_cert
-    local out=$P11T_WORK/$name.out err=$P11T_WORK/$name.err
-    : >"$out"
-    : >"$err"
-    OPENSSL_CONF=$conf "$bin" -accept 127.0.0.1:0 -cert "$P11T_WORK/cert.pem" \
-        -key "$P11T_WORK/key.pem" "$@" >"$out" 2>"$err" </dev/null &
-    local pid=$!
-    P11T_PID[$name]=$pid
-    local deadline=$((SECONDS + 20 * P11T_WAIT_SCALE)) line
-    while :; do
-        line=$(grep -m1 -E '^ACCEPT ' "$out" 2>/dev/null) || true
-        [[ -n "$line" ]] && break
-        if ! kill -0 "$pid" 2>/dev/null; then
-            local rc=0
-            wait "$pid" || rc=$?
-            unset "P11T_PID[$name]"
-            echo "--- $name stderr:" >&2
-            tail -n 40 "$err" >&2
-            fail "$(basename "$bin") $name exited with status $rc before printing ACCEPT"
-        fi
-        if ((SECONDS >= deadline)); then
-            echo "--- $name stderr:" >&2
-            tail -n 40 "$err" >&2
-            fail "$(basename "$bin") $name printed no ACCEPT line within $((20 * P11T_WAIT_SCALE)) s"
-        fi
-        sleep 0.05
-    done
-    [[ "$line" =~ ^ACCEPT\ 127\.0\.0\.1:([0-9]+)$ ]] ||
-        fail "$name: malformed ACCEPT line '$line'"
-    P11T_PORT[$name]=${BASH_REMATCH[1]}
-    note "$(basename "$bin") $name: pid $pid, port ${P11T_PORT[$name]} ($*)"
 }
 
 # p11t_plain_start NAME FORMAT KEYFILE [args...]: the plain OpenSSL server

@@ -77,6 +77,18 @@ collect() {
     done
 }
 
+# collect_start TAG: start collect for round TAG (STOPFILE WORK/TAG.stop) in
+# the background; collect_stop TAG stops it and waits for it.
+collect_start() {
+    rm -f "$P11T_WORK/$1.stop"
+    collect "$1" "$P11T_WORK/$1.stop" &
+    COLLECT_PID=$!
+}
+collect_stop() {
+    touch "$P11T_WORK/$1.stop"
+    wait "$COLLECT_PID" || true
+}
+
 # race TAG: two rotators, released together; sets RC1 RC2.  Their output
 # is in WORK/TAG.rotN.out / .tool.
 race() {
@@ -246,9 +258,7 @@ for ((r = 1; r <= ROUNDS_A; r++)); do
     tag=A$r
     info "$tag: two rotators race on a token without a key"
     revoke_all
-    rm -f "$P11T_WORK/$tag.stop"
-    collect "$tag" "$P11T_WORK/$tag.stop" &
-    cpid=$!
+    collect_start "$tag"
     race "$tag"
     after_race "$tag" agree
     assert_eq 1 "$(p11t_gens_count active)" "$tag: active generations"
@@ -260,8 +270,7 @@ for ((r = 1; r <= ROUNDS_A; r++)); do
     done
     # Let the client run across the servers' refresh, then stop it.
     sleep 1.5
-    touch "$P11T_WORK/$tag.stop"
-    wait "$cpid" || true
+    collect_stop "$tag"
     servers_agree "$tag" "$cur"
     all_resume "$tag"
 done
@@ -274,9 +283,7 @@ for ((r = 1; r <= ROUNDS_B; r++)); do
     k=$(p11t_created_name "$tag.create")
     p11t_gens_load
     eu=$(p11t_gen "$k" eu)
-    rm -f "$P11T_WORK/$tag.stop"
-    collect "$tag" "$P11T_WORK/$tag.stop" &
-    cpid=$!
+    collect_start "$tag"
     race "$tag"
     after_race "$tag"
     ((RACE_END < eu)) || fail "$tag: the machine is too slow: the race ended after K's encrypt window"
@@ -298,8 +305,7 @@ for ((r = 1; r <= ROUNDS_B; r++)); do
     # The servers have known the pending successors for a while (refresh 1 s),
     # so they switch at K's encrypt-until by their clocks alone.
     p11t_wait_past "$eu" 1 "the successors start (K's encrypt-until $eu)"
-    touch "$P11T_WORK/$tag.stop"
-    wait "$cpid" || true
+    collect_stop "$tag"
     p11t_gens_load
     p11t_gens_show
     assert_eq "$winner" "$(p11t_gens_current)" "$tag: current key (tie-break: greatest name)"
