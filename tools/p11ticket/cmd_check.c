@@ -229,26 +229,26 @@ static int want_io(SSL *s, int ret)
     return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE;
 }
 
+/* One handshake step of one side, unless it is done; 0 on a fatal error. */
+static int handshake_step(SSL *s, int *done)
+{
+    int r;
+
+    if (*done)
+        return 1;
+    r = SSL_do_handshake(s);
+    if (r == 1)
+        *done = 1;
+    return r == 1 || want_io(s, r);
+}
+
 static int handshake(SSL *cl, SSL *sv)
 {
-    int i, cdone = 0, sdone = 0, r;
+    int i, cdone = 0, sdone = 0;
 
-    for (i = 0; i < HANDSHAKE_ROUNDS && !(cdone && sdone); i++) {
-        if (!cdone) {
-            r = SSL_do_handshake(cl);
-            if (r == 1)
-                cdone = 1;
-            else if (!want_io(cl, r))
-                return 0;
-        }
-        if (!sdone) {
-            r = SSL_do_handshake(sv);
-            if (r == 1)
-                sdone = 1;
-            else if (!want_io(sv, r))
-                return 0;
-        }
-    }
+    for (i = 0; i < HANDSHAKE_ROUNDS && !(cdone && sdone); i++)
+        if (!handshake_step(cl, &cdone) || !handshake_step(sv, &sdone))
+            return 0;
     return cdone && sdone;
 }
 
@@ -392,19 +392,11 @@ static int run(p11t_tool *t, int argc, char **argv)
     int ch, rc, r;
 
     p11t_tool_getopt_reset(&p11t_tool_cmd_check, argv);
-    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (ch) {
-        case 'h':
-            usage(stdout);
-            return P11T_TOOL_OK;
-        default:
-            return p11t_tool_bad_usage(&p11t_tool_cmd_check);
-        }
-    }
-    if (optind < argc) {
-        p11t_tool_error("check: unexpected argument '%s'", argv[optind]);
-        return p11t_tool_bad_usage(&p11t_tool_cmd_check);
-    }
+    /* --help is the only option: any option ends the command. */
+    if ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1)
+        return p11t_tool_help_or_bad(&p11t_tool_cmd_check, ch);
+    if (optind < argc)
+        return p11t_tool_unexpected(&p11t_tool_cmd_check, argv[optind]);
 
     /* Validate the section first: its messages name the key at fault. */
     if ((rc = p11t_tool_load_config(t)) != P11T_TOOL_OK)

@@ -84,13 +84,8 @@ static int run(p11t_tool *t, int argc, char **argv)
                 return P11T_TOOL_USAGE;
             break;
         case 'e':
-            if (!p11t_tool_duration("create", "--encrypt-for", optarg,
-                                    &pol.encrypt_for))
-                return P11T_TOOL_USAGE;
-            break;
         case 'd':
-            if (!p11t_tool_duration("create", "--decrypt-for", optarg,
-                                    &pol.decrypt_for))
+            if (!p11t_tool_policy_opt("create", c, optarg, &pol))
                 return P11T_TOOL_USAGE;
             break;
         case 's':
@@ -104,17 +99,12 @@ static int run(p11t_tool *t, int argc, char **argv)
                 return P11T_TOOL_USAGE;
             }
             break;
-        case 'h':
-            usage(stdout);
-            return P11T_TOOL_OK;
         default:
-            return p11t_tool_bad_usage(&p11t_tool_cmd_create);
+            return p11t_tool_help_or_bad(&p11t_tool_cmd_create, c);
         }
     }
-    if (optind < argc) {
-        p11t_tool_error("create: unexpected argument '%s'", argv[optind]);
-        return p11t_tool_bad_usage(&p11t_tool_cmd_create);
-    }
+    if (optind < argc)
+        return p11t_tool_unexpected(&p11t_tool_cmd_create, argv[optind]);
 
     if ((rc = p11t_tool_load_config(t)) != P11T_TOOL_OK)
         return rc;

@@ -367,23 +367,15 @@ static int run(p11t_tool *t, int argc, char **argv)
             }
             break;
         case 'e':
-            if (!p11t_tool_duration("import", "--encrypt-for", optarg,
-                                    &pol.encrypt_for))
-                return P11T_TOOL_USAGE;
-            break;
         case 'd':
-            if (!p11t_tool_duration("import", "--decrypt-for", optarg,
-                                    &pol.decrypt_for))
+            if (!p11t_tool_policy_opt("import", c, optarg, &pol))
                 return P11T_TOOL_USAGE;
             break;
         case 'n':
             dry_run = 1;
             break;
-        case 'h':
-            usage(stdout);
-            return P11T_TOOL_OK;
         default:
-            return p11t_tool_bad_usage(&p11t_tool_cmd_import);
+            return p11t_tool_help_or_bad(&p11t_tool_cmd_import, c);
         }
     }
     if (fmt == 0) {
@@ -392,12 +384,10 @@ static int run(p11t_tool *t, int argc, char **argv)
                         "so the tool never guesses");
         return p11t_tool_bad_usage(&p11t_tool_cmd_import);
     }
-    if (argc - optind != 1) {
-        p11t_tool_error(argc == optind ? "import: which key file?"
-                                       : "import: one key file at a time");
-        return p11t_tool_bad_usage(&p11t_tool_cmd_import);
-    }
-    path = argv[optind];
+    path = p11t_tool_one_operand(&p11t_tool_cmd_import, argc, argv,
+                                 "which key file?", "one key file at a time");
+    if (path == NULL)
+        return P11T_TOOL_USAGE;
 
     if ((rc = p11t_tool_load_config(t)) != P11T_TOOL_OK)
         return rc;

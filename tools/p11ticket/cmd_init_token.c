@@ -329,17 +329,12 @@ static int run(p11t_tool *t, int argc, char **argv)
         case 'S':
             so_source = optarg;
             break;
-        case 'h':
-            usage(stdout);
-            return P11T_TOOL_OK;
         default:
-            return p11t_tool_bad_usage(&p11t_tool_cmd_init_token);
+            return p11t_tool_help_or_bad(&p11t_tool_cmd_init_token, ch);
         }
     }
-    if (optind < argc) {
-        p11t_tool_error("init-token: unexpected argument '%s'", argv[optind]);
-        return p11t_tool_bad_usage(&p11t_tool_cmd_init_token);
-    }
+    if (optind < argc)
+        return p11t_tool_unexpected(&p11t_tool_cmd_init_token, argv[optind]);
     if (so_source == NULL || (strncmp(so_source, "file:/", 6) != 0 &&
                               strncmp(so_source, "env:", 4) != 0 &&
                               strcmp(so_source, "prompt") != 0)) {

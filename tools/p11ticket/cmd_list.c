@@ -329,18 +329,12 @@ static int list(p11t_tool *t, const p11t_tool_cmd *cmd, int argc, char **argv)
         case 'j':
             json = 1;
             break;
-        case 'h':
-            cmd->usage(stdout);
-            return P11T_TOOL_OK;
         default:
-            return p11t_tool_bad_usage(cmd);
+            return p11t_tool_help_or_bad(cmd, c);
         }
     }
-    if (optind < argc) {
-        p11t_tool_error("%s: unexpected argument '%s'", cmd->name,
-                        argv[optind]);
-        return p11t_tool_bad_usage(cmd);
-    }
+    if (optind < argc)
+        return p11t_tool_unexpected(cmd, argv[optind]);
 
     if ((rc = p11t_tool_load_config(t)) != P11T_TOOL_OK)
         return rc;

@@ -46,17 +46,12 @@ static int run(p11t_tool *t, int argc, char **argv)
         case 'n':
             dry_run = 1;
             break;
-        case 'h':
-            usage(stdout);
-            return P11T_TOOL_OK;
         default:
-            return p11t_tool_bad_usage(&p11t_tool_cmd_purge);
+            return p11t_tool_help_or_bad(&p11t_tool_cmd_purge, c);
         }
     }
-    if (optind < argc) {
-        p11t_tool_error("purge: unexpected argument '%s'", argv[optind]);
-        return p11t_tool_bad_usage(&p11t_tool_cmd_purge);
-    }
+    if (optind < argc)
+        return p11t_tool_unexpected(&p11t_tool_cmd_purge, argv[optind]);
     return p11t_tool_rotate(t, "purge", &policy, 32, 0, dry_run);
 }
 

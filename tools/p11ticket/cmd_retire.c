@@ -65,24 +65,16 @@ static int run(p11t_tool *t, int argc, char **argv)
     while ((c = getopt_long(argc, argv, "d:h", opts, NULL)) != -1) {
         switch (c) {
         case 'd':
-            if (!p11t_tool_duration("retire", "--decrypt-for", optarg,
-                                    &pol.decrypt_for))
+            if (!p11t_tool_policy_opt("retire", c, optarg, &pol))
                 return P11T_TOOL_USAGE;
             break;
-        case 'h':
-            usage(stdout);
-            return P11T_TOOL_OK;
         default:
-            return p11t_tool_bad_usage(&p11t_tool_cmd_retire);
+            return p11t_tool_help_or_bad(&p11t_tool_cmd_retire, c);
         }
     }
-    if (argc - optind != 1) {
-        p11t_tool_error(argc == optind ? "retire: which key? Give its name"
-                                       : "retire: one key name at a time");
-        return p11t_tool_bad_usage(&p11t_tool_cmd_retire);
-    }
-    if (!p11t_tool_key_name("retire", argv[optind], name))
-        return P11T_TOOL_USAGE;
+    if ((rc = p11t_tool_name_operand(&p11t_tool_cmd_retire, argc, argv,
+                                     name)) != P11T_TOOL_OK)
+        return rc;
 
     if ((rc = p11t_tool_load_config(t)) != P11T_TOOL_OK)
         return rc;

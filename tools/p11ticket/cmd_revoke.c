@@ -49,22 +49,12 @@ static int run(p11t_tool *t, int argc, char **argv)
     int c, rc, i, current, active_left;
 
     p11t_tool_getopt_reset(&p11t_tool_cmd_revoke, argv);
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'h':
-            usage(stdout);
-            return P11T_TOOL_OK;
-        default:
-            return p11t_tool_bad_usage(&p11t_tool_cmd_revoke);
-        }
-    }
-    if (argc - optind != 1) {
-        p11t_tool_error(argc == optind ? "revoke: which key? Give its name"
-                                       : "revoke: one key name at a time");
-        return p11t_tool_bad_usage(&p11t_tool_cmd_revoke);
-    }
-    if (!p11t_tool_key_name("revoke", argv[optind], name))
-        return P11T_TOOL_USAGE;
+    /* --help is the only option: any option ends the command. */
+    if ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1)
+        return p11t_tool_help_or_bad(&p11t_tool_cmd_revoke, c);
+    if ((rc = p11t_tool_name_operand(&p11t_tool_cmd_revoke, argc, argv,
+                                     name)) != P11T_TOOL_OK)
+        return rc;
 
     if ((rc = p11t_tool_load_config(t)) != P11T_TOOL_OK)
         return rc;

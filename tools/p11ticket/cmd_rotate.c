@@ -345,17 +345,9 @@ static int run(p11t_tool *t, int argc, char **argv)
     while ((c = getopt_long(argc, argv, "e:d:l:b:nh", opts, NULL)) != -1) {
         switch (c) {
         case 'e':
-            if (!p11t_tool_duration("rotate", "--encrypt-for", optarg,
-                                    &policy.encrypt_for))
-                return P11T_TOOL_USAGE;
-            break;
         case 'd':
-            if (!p11t_tool_duration("rotate", "--decrypt-for", optarg,
-                                    &policy.decrypt_for))
-                return P11T_TOOL_USAGE;
-            break;
         case 'l':
-            if (!p11t_tool_duration("rotate", "--lead", optarg, &policy.lead))
+            if (!p11t_tool_policy_opt("rotate", c, optarg, &policy))
                 return P11T_TOOL_USAGE;
             break;
         case 'b':
@@ -365,17 +357,12 @@ static int run(p11t_tool *t, int argc, char **argv)
         case 'n':
             dry_run = 1;
             break;
-        case 'h':
-            usage(stdout);
-            return P11T_TOOL_OK;
         default:
-            return p11t_tool_bad_usage(&p11t_tool_cmd_rotate);
+            return p11t_tool_help_or_bad(&p11t_tool_cmd_rotate, c);
         }
     }
-    if (optind < argc) {
-        p11t_tool_error("rotate: unexpected argument '%s'", argv[optind]);
-        return p11t_tool_bad_usage(&p11t_tool_cmd_rotate);
-    }
+    if (optind < argc)
+        return p11t_tool_unexpected(&p11t_tool_cmd_rotate, argv[optind]);
     return p11t_tool_rotate(t, "rotate", &policy, aes_len, 1, dry_run);
 }
 

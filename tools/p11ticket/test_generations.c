@@ -7,18 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "test_util.h"
 #include "tool.h"
-
-static int failures;
-
-#define CHECK(cond)                                                            \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__,   \
-                    #cond);                                                    \
-            failures++;                                                        \
-        }                                                                      \
-    } while (0)
 
 #define NOW 1700000000LL
 #define H 3600
@@ -236,10 +226,5 @@ int main(void)
     test_duplicates();
     test_overlapping();
     test_time_add();
-    if (failures) {
-        fprintf(stderr, "test_generations: %d failure(s)\n", failures);
-        return 1;
-    }
-    printf("test_generations: all passed\n");
-    return 0;
+    return test_report("test_generations");
 }

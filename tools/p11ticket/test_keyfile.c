@@ -10,23 +10,36 @@
 #include <openssl/evp.h>
 
 #include "keyfile.h"
-
-static int failures;
-
-#define CHECK(cond)                                                            \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__,   \
-                    #cond);                                                    \
-            failures++;                                                        \
-        }                                                                      \
-    } while (0)
+#include "test_util.h"
 
 static void seq(uint8_t *p, size_t n, uint8_t start)
 {
     for (size_t i = 0; i < n; i++)
         p[i] = (uint8_t)(start + i);
 }
+
+/*
+ * A parsed key: AES and HMAC keys of `len` bytes counting up from `aes` and
+ * `hmac`, and unless `name` < 0 a name counting up from `name`.
+ */
+static void key_at(const p11t_keyfile_key *k, size_t len, int name, int aes,
+                   int hmac, int line)
+{
+    uint8_t expect[32];
+
+    if (name >= 0) {
+        seq(expect, 16, (uint8_t)name);
+        CHECK_AT(memcmp(k->name, expect, 16) == 0, line);
+    }
+    seq(expect, len, (uint8_t)aes);
+    CHECK_AT(k->aes_len == len, line);
+    CHECK_AT(memcmp(k->aes, expect, len) == 0, line);
+    seq(expect, len, (uint8_t)hmac);
+    CHECK_AT(k->hmac_len == len, line);
+    CHECK_AT(memcmp(k->hmac, expect, len) == 0, line);
+}
+#define CHECK_KEY(k, len, name, aes, hmac)                                     \
+    key_at(k, len, name, aes, hmac, __LINE__)
 
 static int parse(p11t_keyfile_format fmt, const void *data, size_t len,
                  p11t_keyfile *kf, char *why)
@@ -135,20 +148,14 @@ static void test_edge_arguments(void)
 static void test_openssl80(void)
 {
     char why[P11T_KEYFILE_WHY_LEN];
-    uint8_t f[80], expect[32];
+    uint8_t f[80];
     p11t_keyfile kf;
 
     seq(f, sizeof(f), 0);
     CHECK(parse(P11T_KEYFILE_OPENSSL80, f, 80, &kf, why) == 1);
     CHECK(kf.n == 1 && kf.encrypt_index == 0);
-    seq(expect, 16, 0);
-    CHECK(memcmp(kf.keys[0].name, expect, 16) == 0);
-    seq(expect, 32, 16); /* hmac: bytes 16..47 */
-    CHECK(kf.keys[0].hmac_len == 32);
-    CHECK(memcmp(kf.keys[0].hmac, expect, 32) == 0);
-    seq(expect, 32, 48); /* aes: bytes 48..79 */
-    CHECK(kf.keys[0].aes_len == 32);
-    CHECK(memcmp(kf.keys[0].aes, expect, 32) == 0);
+    /* name: bytes 0..15, aes: 48..79, hmac: 16..47 */
+    CHECK_KEY(&kf.keys[0], 32, 0, 48, 16);
     CHECK(kf.keys[0].line == 0);
     p11t_keyfile_free(&kf);
     CHECK(kf.keys == NULL && kf.n == 0);
@@ -176,20 +183,14 @@ static void test_openssl80(void)
 static void test_nginx48(void)
 {
     char why[P11T_KEYFILE_WHY_LEN];
-    uint8_t f[80], expect[16];
+    uint8_t f[80];
     p11t_keyfile kf;
 
     seq(f, sizeof(f), 100);
     CHECK(parse(P11T_KEYFILE_NGINX48, f, 48, &kf, why) == 1);
     CHECK(kf.n == 1);
-    seq(expect, 16, 100);
-    CHECK(memcmp(kf.keys[0].name, expect, 16) == 0);
-    seq(expect, 16, 116); /* aes: bytes 16..31 */
-    CHECK(kf.keys[0].aes_len == 16);
-    CHECK(memcmp(kf.keys[0].aes, expect, 16) == 0);
-    seq(expect, 16, 132); /* hmac: bytes 32..47 */
-    CHECK(kf.keys[0].hmac_len == 16);
-    CHECK(memcmp(kf.keys[0].hmac, expect, 16) == 0);
+    /* name: bytes 0..15, aes: 16..31, hmac: 32..47 */
+    CHECK_KEY(&kf.keys[0], 16, 100, 116, 132);
     p11t_keyfile_free(&kf);
 
     REFUSED(P11T_KEYFILE_NGINX48, f, 80, "exactly 48 bytes");
@@ -200,19 +201,13 @@ static void test_nginx48(void)
 static void test_node48(void)
 {
     char why[P11T_KEYFILE_WHY_LEN];
-    uint8_t f[48], expect[16];
+    uint8_t f[48];
     p11t_keyfile kf;
 
     seq(f, sizeof(f), 7);
     CHECK(parse(P11T_KEYFILE_NODE48, f, 48, &kf, why) == 1);
-    seq(expect, 16, 7);
-    CHECK(memcmp(kf.keys[0].name, expect, 16) == 0);
-    seq(expect, 16, 23); /* hmac: bytes 16..31 */
-    CHECK(kf.keys[0].hmac_len == 16);
-    CHECK(memcmp(kf.keys[0].hmac, expect, 16) == 0);
-    seq(expect, 16, 39); /* aes: bytes 32..47 */
-    CHECK(kf.keys[0].aes_len == 16);
-    CHECK(memcmp(kf.keys[0].aes, expect, 16) == 0);
+    /* name: bytes 0..15, aes: 32..47, hmac: 16..31 */
+    CHECK_KEY(&kf.keys[0], 16, 7, 39, 23);
     p11t_keyfile_free(&kf);
     REFUSED(P11T_KEYFILE_NODE48, f, 32, "exactly 48 bytes");
 }
@@ -236,12 +231,8 @@ static void test_haproxy_layout(void)
     CHECK(kf.keys[0].line == 2 && kf.keys[1].line == 4 && kf.keys[2].line == 6);
     memset(expect, 2, 16);
     CHECK(memcmp(kf.keys[1].name, expect, 16) == 0);
-    seq(expect, 32, 6); /* bytes 16..47, starting at tag * 3 */
-    CHECK(kf.keys[1].aes_len == 32);
-    CHECK(memcmp(kf.keys[1].aes, expect, 32) == 0);
-    seq(expect, 32, 6 + 32);
-    CHECK(kf.keys[1].hmac_len == 32);
-    CHECK(memcmp(kf.keys[1].hmac, expect, 32) == 0);
+    /* aes: bytes 16..47, starting at tag * 3; hmac: 48..79 */
+    CHECK_KEY(&kf.keys[1], 32, -1, 6, 6 + 32);
     p11t_keyfile_free(&kf);
 
     /* 48-byte keys: name | aes16 | hmac16. */
@@ -249,12 +240,7 @@ static void test_haproxy_layout(void)
     snprintf(file, sizeof(file), "%s\r\n", k1);
     CHECK(parse_str(P11T_KEYFILE_HAPROXY, file, &kf, why) == 1);
     CHECK(kf.n == 1 && kf.encrypt_index == 0 && kf.keys[0].line == 1);
-    seq(expect, 16, 27);
-    CHECK(kf.keys[0].aes_len == 16);
-    CHECK(memcmp(kf.keys[0].aes, expect, 16) == 0);
-    seq(expect, 16, 43);
-    CHECK(kf.keys[0].hmac_len == 16);
-    CHECK(memcmp(kf.keys[0].hmac, expect, 16) == 0);
+    CHECK_KEY(&kf.keys[0], 16, -1, 27, 43);
     p11t_keyfile_free(&kf);
 }
 
@@ -381,10 +367,5 @@ int main(void)
     test_haproxy_encrypt_index();
     test_haproxy_refusals();
     test_limits();
-    if (failures) {
-        fprintf(stderr, "test_keyfile: %d failure(s)\n", failures);
-        return 1;
-    }
-    printf("test_keyfile: all passed\n");
-    return 0;
+    return test_report("test_keyfile");
 }

@@ -107,6 +107,42 @@ int p11t_tool_bad_usage(const p11t_tool_cmd *cmd)
     return P11T_TOOL_USAGE;
 }
 
+int p11t_tool_help_or_bad(const p11t_tool_cmd *cmd, int c)
+{
+    if (c != 'h')
+        return p11t_tool_bad_usage(cmd);
+    cmd->usage(stdout);
+    return P11T_TOOL_OK;
+}
+
+int p11t_tool_unexpected(const p11t_tool_cmd *cmd, const char *arg)
+{
+    p11t_tool_error("%s: unexpected argument '%s'", cmd->name, arg);
+    return p11t_tool_bad_usage(cmd);
+}
+
+const char *p11t_tool_one_operand(const p11t_tool_cmd *cmd, int argc,
+                                  char **argv, const char *missing,
+                                  const char *several)
+{
+    if (argc - optind == 1)
+        return argv[optind];
+    p11t_tool_error("%s: %s", cmd->name, argc == optind ? missing : several);
+    p11t_tool_bad_usage(cmd);
+    return NULL;
+}
+
+int p11t_tool_name_operand(const p11t_tool_cmd *cmd, int argc, char **argv,
+                           uint8_t name[static P11T_NAME_LEN])
+{
+    const char *arg = p11t_tool_one_operand(
+        cmd, argc, argv, "which key? Give its name", "one key name at a time");
+
+    if (arg == NULL || !p11t_tool_key_name(cmd->name, arg, name))
+        return P11T_TOOL_USAGE;
+    return P11T_TOOL_OK;
+}
+
 /* ---- configuration ------------------------------------------------------- */
 
 /*
@@ -599,6 +635,19 @@ int p11t_tool_key_name(const char *cmd, const char *arg,
         return 0;
     }
     return 1;
+}
+
+int p11t_tool_policy_opt(const char *cmd, int c, const char *arg,
+                         p11t_policy *p)
+{
+    switch (c) {
+    case 'e':
+        return p11t_tool_duration(cmd, "--encrypt-for", arg, &p->encrypt_for);
+    case 'd':
+        return p11t_tool_duration(cmd, "--decrypt-for", arg, &p->decrypt_for);
+    default: /* 'l' */
+        return p11t_tool_duration(cmd, "--lead", arg, &p->lead);
+    }
 }
 
 /* ---- token helpers ------------------------------------------------------- */

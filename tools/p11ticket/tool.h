@@ -80,6 +80,31 @@ void p11t_tool_print_ossl_errors(void);
  */
 void p11t_tool_getopt_reset(const p11t_tool_cmd *cmd, char **argv);
 int p11t_tool_bad_usage(const p11t_tool_cmd *cmd);
+/*
+ * The last case of every command's option switch: for 'h' (--help) print
+ * the command's usage on stdout and return P11T_TOOL_OK, for anything else
+ * p11t_tool_bad_usage().
+ */
+int p11t_tool_help_or_bad(const p11t_tool_cmd *cmd, int c);
+/*
+ * An operand given to a command that takes none: prints "NAME: unexpected
+ * argument 'ARG'" and returns p11t_tool_bad_usage().
+ */
+int p11t_tool_unexpected(const p11t_tool_cmd *cmd, const char *arg);
+/*
+ * Exactly one operand after the options: returns it, or prints
+ * "NAME: MISSING" (none) or "NAME: SEVERAL" (more), the usage hint, and
+ * returns NULL (exit with P11T_TOOL_USAGE).
+ */
+const char *p11t_tool_one_operand(const p11t_tool_cmd *cmd, int argc,
+                                  char **argv, const char *missing,
+                                  const char *several);
+/*
+ * The single key-name operand (retire, revoke) into `name`: P11T_TOOL_OK,
+ * or P11T_TOOL_USAGE after printing why.
+ */
+int p11t_tool_name_operand(const p11t_tool_cmd *cmd, int argc, char **argv,
+                           uint8_t name[static P11T_NAME_LEN]);
 
 /* ---- configuration ------------------------------------------------------- */
 
@@ -151,6 +176,12 @@ void p11t_tool_policy_defaults(const p11t_tool *t, p11t_policy *p);
  */
 int p11t_tool_duration(const char *cmd, const char *option, const char *arg,
                        int64_t *out);
+/*
+ * A policy option by its getopt character: 'e' --encrypt-for, 'd'
+ * --decrypt-for, 'l' --lead, parsed with p11t_tool_duration() into `p`.
+ */
+int p11t_tool_policy_opt(const char *cmd, int c, const char *arg,
+                         p11t_policy *p);
 /* "--aes-bits 256|128" -> 32 or 16 bytes; prints and returns 0 on error. */
 int p11t_tool_aes_bits(const char *cmd, const char *arg, CK_ULONG *aes_len);
 /* A key name in hex, as list prints it; prints and returns 0 on error. */
