@@ -144,33 +144,33 @@ static int explain_inactive(const check_ctx *c)
     if (activate == NULL || is_false(activate)) {
         p11t_tool_error("check: %s: [%s] the provider is not activated: set "
                         "'activate = 1'",
-                        t->config_file, t->section);
+                        t->config_file, t->file.section);
         return P11T_TOOL_USAGE;
     }
     if (module == NULL) {
         p11t_tool_error("check: %s: [%s] provider '%s' did not load from "
                         "OpenSSL's modules directory; set 'module' to the "
                         "path of p11ticket.so",
-                        t->config_file, t->section, provider_name(t));
+                        t->config_file, t->file.section, provider_name(t));
         return P11T_TOOL_USAGE;
     }
     dl = dlopen(module, RTLD_LAZY | RTLD_LOCAL);
     if (dl == NULL) {
         p11t_tool_error("check: %s: [%s] module: %s", t->config_file,
-                        t->section, dlerror());
+                        t->file.section, dlerror());
         return P11T_TOOL_USAGE;
     }
     if (dlsym(dl, "OSSL_provider_init") == NULL) {
         p11t_tool_error("check: %s: [%s] module: %s is not an OpenSSL "
                         "provider (no OSSL_provider_init)",
-                        t->config_file, t->section, module);
+                        t->config_file, t->file.section, module);
         dlclose(dl);
         return P11T_TOOL_USAGE;
     }
     dlclose(dl);
     p11t_tool_error("check: %s: [%s] provider '%s' (%s) failed to "
                     "initialise",
-                    t->config_file, t->section, provider_name(t), module);
+                    t->config_file, t->file.section, provider_name(t), module);
     return P11T_TOOL_FAIL;
 }
 
@@ -406,7 +406,7 @@ static int run(p11t_tool *t, int argc, char **argv)
         p11t_tool_error("check: %s: [%s] pin-source: the provider never "
                         "prompts, so check, like a server, needs file: or "
                         "env:",
-                        t->config_file, t->section);
+                        t->config_file, t->file.section);
         return P11T_TOOL_USAGE;
     }
 

@@ -95,7 +95,7 @@ static int pick_label(init_ctx *c, const char *opt_label)
     if (ti == NULL || ti->label[0] == 0) {
         p11t_tool_error("init-token: no --label given and %s: [%s] token-uri "
                         "has no token= attribute",
-                        c->t->config_file, c->t->section);
+                        c->t->config_file, c->t->file.section);
         return P11T_TOOL_USAGE;
     }
     memcpy(c->label, ti->label, LABEL_LEN);
@@ -123,14 +123,14 @@ static int load_module(init_ctx *c)
     c->module_path = p11t_tool_conf_value(c->t, "pkcs11-module");
     if (c->module_path == NULL || *c->module_path == '\0') {
         p11t_tool_error("%s: [%s] pkcs11-module is not set", c->t->config_file,
-                        c->t->section);
+                        c->t->file.section);
         return P11T_TOOL_USAGE;
     }
     /* Deliberately never dlclose()d nor C_Finalize()d: see DESIGN.md. */
     dl = dlopen(c->module_path, RTLD_NOW | RTLD_LOCAL);
     if (dl == NULL) {
         p11t_tool_error("%s: [%s] pkcs11-module: cannot load %s: %s",
-                        c->t->config_file, c->t->section, c->module_path,
+                        c->t->config_file, c->t->file.section, c->module_path,
                         dlerror());
         return P11T_TOOL_USAGE;
     }
@@ -138,7 +138,7 @@ static int load_module(init_ctx *c)
     if (get_list == NULL) {
         p11t_tool_error("%s: [%s] pkcs11-module: %s is not a PKCS#11 "
                         "module (no C_GetFunctionList)",
-                        c->t->config_file, c->t->section, c->module_path);
+                        c->t->config_file, c->t->file.section, c->module_path);
         return P11T_TOOL_USAGE;
     }
     rv = get_list(&c->f);
@@ -303,7 +303,7 @@ static void report_done(init_ctx *c)
     if (!p11_kit_uri_match_token_info(c->uri, &ti))
         p11t_tool_warn("%s: [%s] token-uri does not match the new token; "
                        "the servers will not find it",
-                       c->t->config_file, c->t->section);
+                       c->t->config_file, c->t->file.section);
 }
 
 static int run(p11t_tool *t, int argc, char **argv)
@@ -355,7 +355,7 @@ static int run(p11t_tool *t, int argc, char **argv)
         goto done;
     /* Read both PINs before touching the token, so a typo changes nothing. */
     snprintf(origin, sizeof(origin), "%s: [%s] pin-source", t->config_file,
-             t->section);
+             t->file.section);
     rc = p11t_tool_pin_get(so_source, "SO PIN", "init-token: --so-pin-source",
                            1, &so);
     if (rc != P11T_TOOL_OK)

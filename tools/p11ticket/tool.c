@@ -145,29 +145,6 @@ int p11t_tool_name_operand(const p11t_tool_cmd *cmd, int argc, char **argv,
 
 /* ---- configuration ------------------------------------------------------- */
 
-/*
- * Exact lookup inside one section.  NCONF_get_string() would fall back to
- * the default section; OpenSSL's own config modules iterate the section's
- * values (crypto/conf/conf_mod.c, crypto/provider_conf.c), and so do we, so
- * the tool finds exactly the section the servers load.
- */
-static const char *section_value(const CONF *conf, const char *section,
-                                 const char *key)
-{
-    STACK_OF(CONF_VALUE) *sk = NCONF_get_section(conf, section);
-    int i;
-
-    if (sk == NULL)
-        return NULL;
-    for (i = 0; i < sk_CONF_VALUE_num(sk); i++) {
-        const CONF_VALUE *v = sk_CONF_VALUE_value(sk, i);
-
-        if (strcmp(v->name, key) == 0)
-            return v->value;
-    }
-    return NULL;
-}
-
 static int resolve_config_file(p11t_tool *t)
 {
     const char *env;
@@ -190,119 +167,21 @@ static int resolve_config_file(p11t_tool *t)
     return P11T_TOOL_OK;
 }
 
-static int load_conf_file(p11t_tool *t)
-{
-    long eline = -1;
-    unsigned long e;
-    const char *reason;
-
-    t->conf = NCONF_new(NULL);
-    if (t->conf == NULL) {
-        p11t_tool_error("out of memory");
-        return P11T_TOOL_FAIL;
-    }
-    ERR_set_mark();
-    if (NCONF_load(t->conf, t->config_file, &eline) > 0) {
-        ERR_pop_to_mark();
-        return P11T_TOOL_OK;
-    }
-    e = ERR_peek_last_error();
-    reason = ERR_reason_error_string(e);
-    if (reason == NULL)
-        reason = "cannot load";
-    if (eline > 0)
-        p11t_tool_error("%s:%ld: %s", t->config_file, eline, reason);
-    else
-        p11t_tool_error("%s: %s", t->config_file, reason);
-    ERR_pop_to_mark();
-    return P11T_TOOL_USAGE;
-}
-
-/* openssl_conf -> [init] providers -> [providers] NAME -> provider section */
-static int find_provider_section(p11t_tool *t)
-{
-    const char *file = t->config_file;
-    const char *init, *providers;
-
-    init = section_value(t->conf, "default", "openssl_conf");
-    if (init == NULL) {
-        p11t_tool_error("%s: no 'openssl_conf' in the default section, so "
-                        "OpenSSL loads no providers from this file",
-                        file);
-        return P11T_TOOL_USAGE;
-    }
-    if (NCONF_get_section(t->conf, init) == NULL) {
-        p11t_tool_error("%s: openssl_conf names section [%s], which does not "
-                        "exist",
-                        file, init);
-        return P11T_TOOL_USAGE;
-    }
-    providers = section_value(t->conf, init, "providers");
-    if (providers == NULL) {
-        p11t_tool_error("%s: section [%s] has no 'providers' key", file, init);
-        return P11T_TOOL_USAGE;
-    }
-    if (NCONF_get_section(t->conf, providers) == NULL) {
-        p11t_tool_error("%s: [%s] providers names section [%s], which does "
-                        "not exist",
-                        file, init, providers);
-        return P11T_TOOL_USAGE;
-    }
-    t->section = section_value(t->conf, providers, t->provider_name);
-    if (t->section == NULL) {
-        p11t_tool_error("%s: section [%s] has no '%s' entry (the provider "
-                        "to configure; see --section)",
-                        file, providers, t->provider_name);
-        return P11T_TOOL_USAGE;
-    }
-    if (NCONF_get_section(t->conf, t->section) == NULL) {
-        p11t_tool_error("%s: [%s] %s names section [%s], which does not "
-                        "exist",
-                        file, providers, t->provider_name, t->section);
-        return P11T_TOOL_USAGE;
-    }
-    return P11T_TOOL_OK;
-}
-
 int p11t_tool_load_config(p11t_tool *t)
 {
-    STACK_OF(CONF_VALUE) * sk;
-    p11t_err err;
+    p11t_err err = {0};
     CK_RV rv;
-    int rc, i;
+    int rc;
 
     if ((rc = resolve_config_file(t)) != P11T_TOOL_OK)
         return rc;
-    if ((rc = load_conf_file(t)) != P11T_TOOL_OK)
-        return rc;
-    if ((rc = find_provider_section(t)) != P11T_TOOL_OK)
-        return rc;
-
-    t->cfg = p11t_config_new();
-    if (t->cfg == NULL) {
-        p11t_tool_error("out of memory");
-        return P11T_TOOL_FAIL;
-    }
-    p11t_err_clear(&err);
-    sk = NCONF_get_section(t->conf, t->section);
-    for (i = 0; i < sk_CONF_VALUE_num(sk); i++) {
-        const CONF_VALUE *v = sk_CONF_VALUE_value(sk, i);
-
-        rv = p11t_config_set(t->cfg, v->name, v->value, &err);
-        if (rv != CKR_OK) {
-            p11t_tool_error("%s: [%s] %s", t->config_file, t->section,
-                            err.msg[0] != '\0' ? err.msg : p11t_rv_name(rv));
-            return P11T_TOOL_USAGE;
-        }
-    }
-    rv = p11t_config_check(t->cfg, &err);
+    rv = p11t_conffile_load(t->config_file, t->provider_name, &t->file, &err);
     if (rv != CKR_OK) {
-        p11t_tool_error("%s: [%s] %s", t->config_file, t->section,
-                        err.msg[0] != '\0' ? err.msg : p11t_rv_name(rv));
-        return P11T_TOOL_USAGE;
+        p11t_tool_error("%s", err.msg);
+        return rv == CKR_HOST_MEMORY ? P11T_TOOL_FAIL : P11T_TOOL_USAGE;
     }
-    t->refresh_interval = p11t_config_refresh_interval(t->cfg);
-    p11t_config_policy(t->cfg, &t->policy);
+    t->refresh_interval = p11t_config_refresh_interval(t->file.cfg);
+    p11t_config_policy(t->file.cfg, &t->policy);
     return P11T_TOOL_OK;
 }
 
@@ -318,9 +197,7 @@ void p11t_tool_policy_defaults(const p11t_tool *t, p11t_policy *p)
 
 const char *p11t_tool_conf_value(const p11t_tool *t, const char *key)
 {
-    if (t->conf == NULL || t->section == NULL)
-        return NULL;
-    return section_value(t->conf, t->section, key);
+    return p11t_conffile_value(&t->file, key);
 }
 
 static int hsm_prompt(char *buf, size_t len, void *arg)
@@ -344,12 +221,12 @@ static int hsm_prompt(char *buf, size_t len, void *arg)
 
 int p11t_tool_open_hsm(p11t_tool *t)
 {
-    p11t_config *cfg = t->cfg;
+    p11t_config *cfg = t->file.cfg;
     p11t_err err;
     CK_RV rv;
 
     p11t_err_clear(&err);
-    t->cfg = NULL; /* p11t_hsm_new() owns it from here, even on error */
+    t->file.cfg = NULL; /* p11t_hsm_new() owns it from here, even on error */
     rv = p11t_hsm_new(cfg, &t->hsm, &err);
     if (rv != CKR_OK) {
         t->hsm = NULL;
@@ -364,11 +241,7 @@ void p11t_tool_cleanup(p11t_tool *t)
     /* No C_Finalize here: SoftHSM crashes when finalized at exit. */
     p11t_hsm_free(t->hsm);
     t->hsm = NULL;
-    p11t_config_free(t->cfg);
-    t->cfg = NULL;
-    NCONF_free(t->conf);
-    t->conf = NULL;
-    t->section = NULL;
+    p11t_conffile_free(&t->file);
     OPENSSL_free(t->config_file_owned);
     t->config_file_owned = NULL;
 }

@@ -31,9 +31,7 @@ typedef struct p11t_tool {
     int verbose;
 
     /* Filled by p11t_tool_load_config(). */
-    CONF *conf;
-    const char *section;       /* the provider's section inside conf */
-    p11t_config *cfg;          /* validated; owned until p11t_tool_open_hsm() */
+    p11t_conffile file; /* file.cfg validated; owned until p11t_tool_open_hsm() */
     unsigned refresh_interval; /* the section's refresh-interval, seconds */
     p11t_policy policy; /* encrypt-for, decrypt-for, rotate-lead (defaults) */
 
