@@ -139,6 +139,8 @@ typedef struct bench_inmem {
     uint8_t aes[32], hmac[32];
 } bench_inmem;
 
+/* HMAC-SHA256 with a raw key, initialised as libssl's ssl_hmac_init() does. */
+int bench_hmac_init(EVP_MAC_CTX *h, const uint8_t *key, size_t keylen);
 int bench_inmem_init(bench_inmem *m, OSSL_LIB_CTX *libctx, char *err,
                      size_t errlen);
 void bench_inmem_free(bench_inmem *m);

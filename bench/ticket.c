@@ -241,15 +241,15 @@ void bench_inmem_free(bench_inmem *m)
     OPENSSL_cleanse(m, sizeof(*m));
 }
 
-static int inmem_mac_init(bench_inmem *m, EVP_MAC_CTX *h)
+/* ssl_hmac_init(): HMAC with the digest by name, the key raw. */
+int bench_hmac_init(EVP_MAC_CTX *h, const uint8_t *key, size_t keylen)
 {
     char digest[] = "SHA256";
     OSSL_PARAM params[2];
 
-    /* ssl_hmac_init(): the digest by name, the key raw. */
     params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0);
     params[1] = OSSL_PARAM_construct_end();
-    return EVP_MAC_init(h, m->hmac, sizeof(m->hmac), params);
+    return EVP_MAC_init(h, key, keylen, params);
 }
 
 static int inmem_seal(void *vctx, const uint8_t iv[P11T_IV_LEN],
@@ -264,7 +264,7 @@ static int inmem_seal(void *vctx, const uint8_t iv[P11T_IV_LEN],
     memcpy(t + P11T_NAME_LEN, iv, P11T_IV_LEN);
     ok = c != NULL && h != NULL &&
          EVP_EncryptInit_ex2(c, m->cipher, m->aes, iv, NULL) &&
-         inmem_mac_init(m, h) && seal_body(c, h, in, t);
+         bench_hmac_init(h, m->hmac, sizeof(m->hmac)) && seal_body(c, h, in, t);
     EVP_MAC_CTX_free(h);
     EVP_CIPHER_CTX_free(c);
     return ok;
@@ -280,7 +280,7 @@ static int inmem_open(void *vctx, const uint8_t t[BENCH_TICKET_LEN],
 
     ok = c != NULL && h != NULL &&
          EVP_DecryptInit_ex2(c, m->cipher, m->aes, t + P11T_NAME_LEN, NULL) &&
-         inmem_mac_init(m, h) && open_body(c, h, t, out, outl);
+         bench_hmac_init(h, m->hmac, sizeof(m->hmac)) && open_body(c, h, t, out, outl);
     EVP_MAC_CTX_free(h);
     EVP_CIPHER_CTX_free(c);
     return ok;

@@ -138,16 +138,6 @@ static const char *inmem_propq(OSSL_LIB_CTX *libctx)
 
 static const unsigned char floor_key_name[16] = "bench-floor-tick";
 
-static int floor_mac_init(bench_tls *t, EVP_MAC_CTX *hctx)
-{
-    char digest[] = "SHA256";
-    OSSL_PARAM params[2];
-
-    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0);
-    params[1] = OSSL_PARAM_construct_end();
-    return EVP_MAC_init(hctx, t->floor_hmac, sizeof(t->floor_hmac), params);
-}
-
 /*
  * The token work first (what p11ticket would ask of the token for this
  * ticket), then libssl's contexts keyed in memory so the handshake goes on.
@@ -171,13 +161,13 @@ static int floor_ticket_cb(SSL *s, unsigned char key_name[16],
         memcpy(key_name, floor_key_name, sizeof(floor_key_name));
         return EVP_EncryptInit_ex2(cctx, t->floor_cipher, t->floor_aes, iv,
                                    NULL) &&
-               floor_mac_init(t, hctx);
+               bench_hmac_init(hctx, t->floor_hmac, sizeof(t->floor_hmac));
     }
     if (memcmp(key_name, floor_key_name, sizeof(floor_key_name)) != 0 ||
         !bench_floor_token_work(fl, 0))
         return 0;
     if (!EVP_DecryptInit_ex2(cctx, t->floor_cipher, t->floor_aes, iv, NULL) ||
-        !floor_mac_init(t, hctx))
+        !bench_hmac_init(hctx, t->floor_hmac, sizeof(t->floor_hmac)))
         return -1;
     return SSL_version(s) == TLS1_3_VERSION ? 2 : 1;
 }
