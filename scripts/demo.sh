@@ -34,10 +34,13 @@ die() {
 }
 
 step "Building p11ticket (build/demo)"
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$root/build/demo.cmake.log" 2>&1 ||
-    { cat "$root/build/demo.cmake.log" >&2; die "cmake configure failed"; }
-cmake --build "$build" -j "${P11T_JOBS:-2}" >"$root/build/demo.build.log" 2>&1 ||
-    { tail -n 40 "$root/build/demo.build.log" >&2; die "build failed"; }
+# The logs live inside the build tree, created first: on a fresh clone
+# neither build/ nor build/demo exists yet.
+mkdir -p "$build"
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DP11T_BUILD_TESTS=OFF >"$build/cmake.log" 2>&1 ||
+    { cat "$build/cmake.log" >&2; die "cmake configure failed (log: build/demo/cmake.log)"; }
+cmake --build "$build" -j "${P11T_JOBS:-2}" >"$build/build.log" 2>&1 ||
+    { tail -n 40 "$build/build.log" >&2; die "build failed (log: build/demo/build.log)"; }
 say "done: $build/bin/p11ticket-server, $build/bin/p11ticket, $build/lib/p11ticket.so"
 
 servers=()
