@@ -226,6 +226,10 @@ int bench_tls_init(bench_tls *t, bench_prov *p, bench_floor *floor,
             return 0;
         }
     }
+    /* OpenSSL's own keys for the in-memory reference, even where an
+     * OPENSSL_CONF with auto-enable gave every SSL_CTX p11ticket's
+     * callback. */
+    SSL_CTX_set_tlsext_ticket_key_evp_cb(t->srv[BENCH_V_MEM], NULL);
     SSL_CTX_set_session_cache_mode(t->client, SSL_SESS_CACHE_CLIENT |
                                                   SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(t->client, on_new_session);

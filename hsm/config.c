@@ -24,6 +24,7 @@ p11t_config *p11t_config_new(void)
     cfg->rescan_s = DEFAULT_RESCAN_S;
     cfg->max_sessions = DEFAULT_MAX_SESSIONS;
     cfg->session_copies = 1;
+    cfg->auto_enable = 1;
     cfg->policy.encrypt_for = 12 * 3600;
     cfg->policy.decrypt_for = 24 * 3600;
     cfg->policy.lead = 3600;
@@ -55,6 +56,11 @@ void p11t_config_policy(const p11t_config *cfg, p11t_policy *out)
 int p11t_config_auto_rotate(const p11t_config *cfg)
 {
     return cfg->auto_rotate;
+}
+
+int p11t_config_auto_enable(const p11t_config *cfg)
+{
+    return cfg->auto_enable;
 }
 
 int p11t_config_session_copies(const p11t_config *cfg)
@@ -217,6 +223,14 @@ static CK_RV set_pin_source(p11t_config *cfg, const char *value, p11t_err *err)
     return set_string(&cfg->pin_source, "pin-source", value, err);
 }
 
+/* Every key of the provider section p11ticket understands: the provider asks
+ * OpenSSL for exactly these, the setup tool reads them from the file. */
+const char *const p11t_config_keys[] = {
+    "pkcs11-module",  "token-uri",   "pin-source",  "refresh-interval",
+    "rescan-interval", "max-sessions", "auto-rotate", "auto-enable",
+    "encrypt-for",    "decrypt-for", "rotate-lead", "session-copies",
+    NULL};
+
 /* Keys of the provider section that belong to OpenSSL itself. */
 static const char *const openssl_keys[] = {"module", "activate", "identity",
                                            "soft_load", NULL};
@@ -252,6 +266,8 @@ static CK_RV config_set(p11t_config *cfg, const char *key, const char *value,
         return set_bool(&cfg->session_copies, key, value, err);
     if (strcmp(key, "auto-rotate") == 0)
         return set_bool(&cfg->auto_rotate, key, value, err);
+    if (strcmp(key, "auto-enable") == 0)
+        return set_bool(&cfg->auto_enable, key, value, err);
     if (strcmp(key, "encrypt-for") == 0)
         return set_duration(&cfg->policy.encrypt_for, key, value, err);
     if (strcmp(key, "decrypt-for") == 0)
@@ -302,6 +318,14 @@ CK_RV p11t_config_set(p11t_config *cfg, const char *key, const char *value,
     p11t_err e = {0};
 
     return remember(cfg, config_set(cfg, key, value, &e), &e, err);
+}
+
+void p11t_config_fail(p11t_config *cfg, const char *msg)
+{
+    p11t_err e = {0};
+
+    p11t_err_set(&e, P11T_CKR_CONFIG, "%s", msg);
+    (void)remember(cfg, P11T_CKR_CONFIG, &e, &e);
 }
 
 CK_RV p11t_config_check(p11t_config *cfg, p11t_err *err)

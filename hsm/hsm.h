@@ -59,12 +59,25 @@ void p11t_config_free(p11t_config *cfg);
  */
 CK_RV p11t_config_set(p11t_config *cfg, const char *key, const char *value,
                       p11t_err *err);
+/* Records a configuration error found outside p11t_config_set() (for
+ * example a provider section OpenSSL could not hand over). */
+void p11t_config_fail(p11t_config *cfg, const char *msg);
 /* Checks that the required keys are present. */
 CK_RV p11t_config_check(p11t_config *cfg, p11t_err *err);
 /* Configured refresh interval in seconds (key "refresh-interval"). */
 unsigned p11t_config_refresh_interval(const p11t_config *cfg);
 /* String value of pkcs11-module, token-uri or pin-source (NULL if unset). */
 const char *p11t_config_get(const p11t_config *cfg, const char *key);
+
+/*
+ * Whether the provider, loaded into the default library context from
+ * openssl.cnf, installs the ticket callback on every SSL_CTX the process
+ * creates (auto-enable, default yes).
+ */
+int p11t_config_auto_enable(const p11t_config *cfg);
+
+/* The provider-section keys p11ticket understands, NULL-terminated. */
+extern const char *const p11t_config_keys[];
 
 /* Whether operations use session copies of the token keys
  * (session-copies, default yes). */
@@ -97,14 +110,23 @@ void p11t_conffile_free(p11t_conffile *f);
 
 /*
  * Read a PIN from a pin-source value ("file:/path", "env:VAR").  The file
- * must be a regular file that neither group nor others can read.  A trailing
- * newline is stripped.  On success *pin is a NUL-terminated secure-heap
- * buffer; release it with p11t_pin_free() (cleansed).  The PIN never appears
- * in err.
+ * must be a regular file owned by the process's user or root that neither
+ * group nor others can access.  The PIN is its first line.  A PIN held by
+ * p11t_pin_preload() for the same source is returned without reading
+ * again.  On success *pin is a NUL-terminated buffer; release it with
+ * p11t_pin_free() (cleansed).  The PIN never appears in err.
  */
 CK_RV p11t_pin_read(const char *source, char **pin, size_t *pin_len,
                     p11t_err *err);
 void p11t_pin_free(char *pin, size_t pin_len);
+/*
+ * Read the PIN of source now and hold it for the life of the process in
+ * locked, never-dumped memory that is cleansed at exit; forked children
+ * inherit it.  For servers that load their configuration with privileges
+ * they later drop.  An env: variable is wiped from the environment once
+ * held.  "prompt" holds nothing.  CKR_OK, or the read's error.
+ */
+CK_RV p11t_pin_preload(const char *source, p11t_err *err);
 
 /* ---- key metadata stored in CKA_LABEL ----------------------------------- */
 
@@ -212,6 +234,9 @@ typedef struct p11t_hsm p11t_hsm;
  * loaded until the first operation. */
 CK_RV p11t_hsm_new(p11t_config *cfg, p11t_hsm **out, p11t_err *err);
 void p11t_hsm_free(p11t_hsm *h);
+/* p11t_pin_preload() of the configured pin-source; nothing else is touched.
+ * The provider calls it from OSSL_provider_init. */
+CK_RV p11t_hsm_preload_pin(p11t_hsm *h, p11t_err *err);
 
 /*
  * Lazy initialisation: load the module, find the token, open a session and

@@ -23,6 +23,7 @@ struct p11t_config {
     unsigned max_sessions; /* max-sessions */
     int auto_rotate;     /* auto-rotate */
     int session_copies;  /* session-copies */
+    int auto_enable;     /* auto-enable */
     p11t_policy policy;  /* encrypt-for, decrypt-for, rotate-lead */
     p11t_err err;        /* first configuration error, reported lazily */
 };

@@ -122,6 +122,13 @@ CK_RV p11t_hsm_new(p11t_config *cfg, p11t_hsm **out, p11t_err *err)
     return CKR_OK;
 }
 
+CK_RV p11t_hsm_preload_pin(p11t_hsm *h, p11t_err *err)
+{
+    if (h->cfg->err.rv != CKR_OK || h->cfg->pin_source == NULL)
+        return CKR_OK;
+    return p11t_pin_preload(h->cfg->pin_source, err);
+}
+
 void p11t_hsm_free(p11t_hsm *h)
 {
     if (h == NULL)

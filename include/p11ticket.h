@@ -131,6 +131,24 @@ int p11ticket_enable(SSL_CTX *ctx);
 int p11ticket_enable_ex(SSL_CTX *ctx, OSSL_LIB_CTX *libctx);
 
 /*
+ * Install the ticket callback, as p11ticket_enable() does, on every SSL_CTX
+ * this process creates from now on, in any library context (an SSL_CTX
+ * ex_data "new" callback registered once per process).  Nothing touches the
+ * token here or in SSL_CTX_new(): the first handshake does, in the process
+ * that serves it, so a server may create its SSL_CTXs before it forks.  An
+ * SSL_CTX whose ticket HMAC is not routed to the provider then issues no
+ * tickets and logs one error; an application that wants OpenSSL's own
+ * in-memory keys on one SSL_CTX clears the callback with
+ * SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, NULL).
+ *
+ * The provider calls this itself when it is loaded from openssl.cnf into the
+ * default library context of a process that uses libssl, unless its section
+ * says auto-enable = no: that is how unmodified servers get token tickets.
+ * Returns 1 on success (also when already registered), 0 on failure.
+ */
+int p11ticket_enable_all(void);
+
+/*
  * Statistics kept by the callback of ctx (all counters since enable).
  * Returns 0 if p11ticket_enable() was not called on ctx.
  */

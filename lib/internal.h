@@ -54,6 +54,7 @@ struct p11t_lib_state {
     OSSL_LIB_CTX *libctx;         /* not owned; NULL = default libctx */
     _Atomic(EVP_CIPHER *) cipher; /* owned; NULL while the provider is absent */
     atomic_bool enabled;          /* p11ticket_enable() was called */
+    atomic_bool automatic;        /* made while auto-enable was on */
     atomic_int routing;           /* enum p11t_lib_routing */
 
     atomic_ullong issued;
@@ -74,6 +75,8 @@ struct p11t_lib_state {
 };
 
 /* state.c */
+int p11t_lib_indexes_ready(void);
+EVP_CIPHER *p11t_lib_state_cipher(struct p11t_lib_state *st);
 struct p11t_lib_state *p11t_lib_state_get(const SSL_CTX *ctx);
 struct p11t_lib_state *p11t_lib_state_get_or_new(SSL_CTX *ctx);
 struct p11t_lib_state *p11t_lib_state_for_ssl(const SSL *s);

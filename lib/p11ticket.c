@@ -2,10 +2,12 @@
  * p11ticket.c - the public API of libp11ticket except logging: SSL_CTX
  * creation, enabling the ticket callback, statistics and status.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/params.h>
 #include <openssl/provider.h>
@@ -74,28 +76,6 @@ static int provider_status(const OSSL_PROVIDER *prov, char *status,
     return 1;
 }
 
-/*
- * The state's cipher, fetched now if the provider was absent last time (it
- * may have been loaded since).  Errors of a failed fetch are the caller's to
- * discard.
- */
-static EVP_CIPHER *state_cipher(struct p11t_lib_state *st)
-{
-    EVP_CIPHER *cipher = atomic_load(&st->cipher);
-    EVP_CIPHER *expected = NULL;
-
-    if (cipher != NULL)
-        return cipher;
-    cipher = EVP_CIPHER_fetch(st->libctx, P11TICKET_CIPHER_NAME, NULL);
-    if (cipher == NULL)
-        return NULL;
-    if (atomic_compare_exchange_strong(&st->cipher, &expected, cipher))
-        return cipher;
-    /* Another thread stored one first; keep that one. */
-    EVP_CIPHER_free(cipher);
-    return expected;
-}
-
 P11TICKET_EXPORT int p11ticket_enable_ex(SSL_CTX *ctx, OSSL_LIB_CTX *libctx)
 {
     struct p11t_lib_state *st;
@@ -146,7 +126,7 @@ P11TICKET_EXPORT int p11ticket_enable(SSL_CTX *ctx)
     atomic_store(&st->enabled, true);
 
     ERR_set_mark();
-    cipher = state_cipher(st);
+    cipher = p11t_lib_state_cipher(st);
     ERR_pop_to_mark();
     if (cipher == NULL) {
         p11t_lib_log_problem(
@@ -179,6 +159,54 @@ P11TICKET_EXPORT int p11ticket_enable(SSL_CTX *ctx)
     else
         p11t_lib_log(P11TICKET_LOG_INFO, "tickets enabled, current key %s",
                      key);
+    return 1;
+}
+
+/*
+ * auto-enable.  libcrypto runs the "new" callback of every SSL_CTX ex_data
+ * index inside SSL_CTX_new_ex(), for every SSL_CTX of the process, and a
+ * ticket callback installed there survives the rest of SSL_CTX_new_ex()
+ * (docs/design.md, "Unmodified servers").  The callback only attaches the
+ * state and installs the ticket callback: no fetch, no token.  The first
+ * handshake does the rest, in whichever process serves it.
+ */
+static int auto_index = -1;
+static pthread_once_t auto_once = PTHREAD_ONCE_INIT;
+
+static void auto_new(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
+                     long argl, void *argp)
+{
+    SSL_CTX *ctx = parent;
+    struct p11t_lib_state *st = ctx != NULL ? p11t_lib_state_get_or_new(ctx)
+                                            : NULL;
+
+    if (st == NULL) {
+        p11t_lib_log(P11TICKET_LOG_ERROR,
+                     "auto-enable: cannot attach state to a new SSL_CTX; "
+                     "it keeps OpenSSL's in-memory ticket keys");
+        return;
+    }
+    atomic_store(&st->automatic, true);
+    if (SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, p11t_lib_ticket_cb))
+        atomic_store(&st->enabled, true);
+}
+
+static void auto_register(void)
+{
+    if (!p11t_lib_indexes_ready())
+        return;
+    auto_index = CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL_CTX, 0, NULL,
+                                         auto_new, NULL, NULL);
+}
+
+P11TICKET_EXPORT int p11ticket_enable_all(void)
+{
+    if (pthread_once(&auto_once, auto_register) != 0 || auto_index < 0) {
+        p11t_lib_log(P11TICKET_LOG_ERROR,
+                     "p11ticket_enable_all: cannot register the SSL_CTX "
+                     "callback");
+        return 0;
+    }
     return 1;
 }
 

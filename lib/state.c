@@ -95,7 +95,7 @@ static void index_init(void)
     pending_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, pending_free);
 }
 
-static int indexes_ready(void)
+int p11t_lib_indexes_ready(void)
 {
     if (pthread_once(&index_once, index_init) != 0)
         return 0;
@@ -104,7 +104,7 @@ static int indexes_ready(void)
 
 int p11t_lib_pending_set(SSL *s, bool renew)
 {
-    if (!indexes_ready())
+    if (!p11t_lib_indexes_ready())
         return 0;
     return SSL_set_ex_data(s, pending_index,
                            renew ? &pending_renew : &pending_use);
@@ -114,7 +114,7 @@ void p11t_lib_pending_settle(SSL *s)
 {
     void *mark;
 
-    if (!indexes_ready())
+    if (!p11t_lib_indexes_ready())
         return;
     mark = SSL_get_ex_data(s, pending_index);
     if (mark == NULL)
@@ -125,7 +125,7 @@ void p11t_lib_pending_settle(SSL *s)
 
 struct p11t_lib_state *p11t_lib_state_get(const SSL_CTX *ctx)
 {
-    if (ctx == NULL || !indexes_ready())
+    if (ctx == NULL || !p11t_lib_indexes_ready())
         return NULL;
     return SSL_CTX_get_ex_data(ctx, ctx_index);
 }
@@ -145,6 +145,7 @@ static struct p11t_lib_state *state_new(void)
     st->libctx = NULL;
     atomic_init(&st->cipher, NULL);
     atomic_init(&st->enabled, false);
+    atomic_init(&st->automatic, false);
     atomic_init(&st->routing, P11T_ROUTING_UNKNOWN);
     atomic_init(&st->issued, 0);
     atomic_init(&st->resumed, 0);
@@ -161,7 +162,7 @@ struct p11t_lib_state *p11t_lib_state_get_or_new(SSL_CTX *ctx)
 {
     struct p11t_lib_state *st;
 
-    if (ctx == NULL || !indexes_ready())
+    if (ctx == NULL || !p11t_lib_indexes_ready())
         return NULL;
 
     pthread_mutex_lock(&create_lock);
@@ -181,11 +182,34 @@ struct p11t_lib_state *p11t_lib_state_for_ssl(const SSL *s)
 {
     struct p11t_lib_state *st;
 
-    if (s == NULL || !indexes_ready())
+    if (s == NULL || !p11t_lib_indexes_ready())
         return NULL;
     st = SSL_get_ex_data(s, ssl_index);
     if (st != NULL)
         return st;
     /* SSL created before the state existed: the best remaining guess. */
     return p11t_lib_state_get(SSL_get_SSL_CTX(s));
+}
+
+/*
+ * The state's cipher, fetched now if the provider was absent last time (it
+ * may have been loaded since) or if nothing fetched it yet (auto-enable
+ * fetches in the first handshake).  Errors of a failed fetch are the
+ * caller's to discard.
+ */
+EVP_CIPHER *p11t_lib_state_cipher(struct p11t_lib_state *st)
+{
+    EVP_CIPHER *cipher = atomic_load(&st->cipher);
+    EVP_CIPHER *expected = NULL;
+
+    if (cipher != NULL)
+        return cipher;
+    cipher = EVP_CIPHER_fetch(st->libctx, P11TICKET_CIPHER_NAME, NULL);
+    if (cipher == NULL)
+        return NULL;
+    if (atomic_compare_exchange_strong(&st->cipher, &expected, cipher))
+        return cipher;
+    /* Another thread stored one first; keep that one. */
+    EVP_CIPHER_free(cipher);
+    return expected;
 }

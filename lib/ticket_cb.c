@@ -81,10 +81,10 @@ static int hmac_routed(struct p11t_lib_state *st, EVP_MAC_CTX *hctx,
     if (atomic_exchange(&st->routing, P11T_ROUTING_NO) != P11T_ROUTING_NO)
         p11t_lib_log(P11TICKET_LOG_ERROR,
                      "libssl's ticket HMAC is not routed to the p11ticket "
-                     "provider; %screate the SSL_CTX with "
-                     "p11ticket_SSL_CTX_new() or set default_properties "
-                     "= " P11TICKET_PROPQ " in openssl.cnf; tickets disabled, "
-                     "full handshakes only",
+                     "provider; %sset default_properties = " P11TICKET_PROPQ
+                     " in the alg_section of openssl.cnf, or create the "
+                     "SSL_CTX with p11ticket_SSL_CTX_new(); tickets "
+                     "disabled, full handshakes only",
                      have_cipher ? "" : "load the provider, then ");
     return 0;
 }
@@ -252,11 +252,14 @@ int p11t_lib_ticket_cb(SSL *s, unsigned char *key_name, unsigned char *iv,
     /* Whatever marked this SSL before has had its outcome by now. */
     p11t_lib_pending_settle(s);
 
-    cipher = atomic_load(&st->cipher);
-    if (!hmac_routed(st, hctx, cipher != NULL)) {
+    /* An auto-enabled SSL_CTX was made by a process that loaded the
+     * provider, which is why it has the callback at all. */
+    if (!hmac_routed(st, hctx,
+                     atomic_load(&st->cipher) != NULL ||
+                         atomic_load(&st->automatic))) {
         if (enc)
             atomic_fetch_add(&st->refused, 1);
-    } else if (cipher == NULL) {
+    } else if ((cipher = p11t_lib_state_cipher(st)) == NULL) {
         if (enc)
             atomic_fetch_add(&st->refused, 1);
         /* Routed, so the provider is loaded in the SSL_CTX's library

@@ -23,6 +23,7 @@
 #define ALG_PROPS "provider=p11ticket," P11TICKET_PROPERTY
 
 static OSSL_FUNC_core_get_params_fn *c_get_params;
+static OSSL_FUNC_core_get_libctx_fn *c_get_libctx;
 static OSSL_FUNC_core_new_error_fn *c_new_error;
 static OSSL_FUNC_core_set_error_debug_fn *c_set_error_debug;
 static OSSL_FUNC_core_vset_error_fn *c_vset_error;
@@ -235,34 +236,30 @@ static void p11t_prov_teardown(void *provctx)
     OPENSSL_free(pc);
 }
 
-/* Every key of the provider section we understand; see docs. */
-static const char *const config_keys[] = {
-    "pkcs11-module", "token-uri",   "pin-source",  "refresh-interval",
-    "rescan-interval", "max-sessions", "auto-rotate", "encrypt-for",
-    "decrypt-for",   "rotate-lead", "session-copies", NULL};
-
 static p11t_config *read_config(const OSSL_CORE_HANDLE *handle)
 {
-    enum { NKEYS = sizeof(config_keys) / sizeof(*config_keys) };
+    enum { NKEYS = 32 };
     const char *values[NKEYS] = {NULL};
     OSSL_PARAM req[NKEYS];
+    size_t n = 0;
     p11t_config *cfg = p11t_config_new();
     p11t_err e = {0};
 
     if (cfg == NULL)
         return NULL;
-    for (size_t i = 0; config_keys[i] != NULL; i++)
-        req[i] = OSSL_PARAM_construct_utf8_ptr(config_keys[i],
-                                               (char **)&values[i], 0);
-    req[NKEYS - 1] = OSSL_PARAM_construct_end();
+    for (; p11t_config_keys[n] != NULL && n < NKEYS - 1; n++)
+        req[n] = OSSL_PARAM_construct_utf8_ptr(p11t_config_keys[n],
+                                               (char **)&values[n], 0);
+    req[n] = OSSL_PARAM_construct_end();
     if (c_get_params == NULL || !c_get_params(handle, req)) {
-        p11t_err_set(&e, P11T_CKR_CONFIG, "cannot read the provider section");
+        p11t_config_fail(cfg, "configuration: OpenSSL could not hand over "
+                              "the p11ticket provider section");
         return cfg;
     }
     /* Errors are remembered inside cfg and reported on first use. */
-    for (size_t i = 0; config_keys[i] != NULL; i++)
+    for (size_t i = 0; i < n; i++)
         if (values[i] != NULL)
-            (void)p11t_config_set(cfg, config_keys[i], values[i], &e);
+            (void)p11t_config_set(cfg, p11t_config_keys[i], values[i], &e);
     (void)p11t_config_check(cfg, &e);
     return cfg;
 }
@@ -286,11 +283,15 @@ OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
     p11t_config *cfg;
     const OSSL_DISPATCH *core = in;
     p11t_err e = {0};
+    int auto_enable;
 
     for (; in->function_id != 0; in++) {
         switch (in->function_id) {
         case OSSL_FUNC_CORE_GET_PARAMS:
             c_get_params = OSSL_FUNC_core_get_params(in);
+            break;
+        case OSSL_FUNC_CORE_GET_LIBCTX:
+            c_get_libctx = OSSL_FUNC_core_get_libctx(in);
             break;
         case OSSL_FUNC_CORE_NEW_ERROR:
             c_new_error = OSSL_FUNC_core_new_error(in);
@@ -310,12 +311,21 @@ OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
     pthread_mutex_init(&pc->lock, NULL);
     pc->libctx = OSSL_LIB_CTX_new_child(handle, core);
     cfg = read_config(handle);
-    if (pc->libctx == NULL || cfg == NULL ||
-        p11t_hsm_new(cfg, &pc->hsm, &e) != CKR_OK) {
-        p11t_prov_teardown(pc);
-        return 0;
-    }
+    if (pc->libctx == NULL || cfg == NULL)
+        goto fail;
+    auto_enable = p11t_config_auto_enable(cfg);
+    if (p11t_hsm_new(cfg, &pc->hsm, &e) != CKR_OK)
+        goto fail;
+    /* The PIN now, while the process may still read it (privileges are
+     * dropped later); a failure is reported again at login. */
+    (void)p11t_hsm_preload_pin(pc->hsm, &e);
+    if (auto_enable && c_get_libctx != NULL)
+        (void)p11t_prov_auto_enable(
+            (OSSL_LIB_CTX *)c_get_libctx(handle), 1);
     *out = p11t_prov_dispatch;
     *provctx = pc;
     return 1;
+fail:
+    p11t_prov_teardown(pc);
+    return 0;
 }

@@ -44,6 +44,16 @@ int p11t_prov_key_name_param(p11t_provctx *pc, const OSSL_PARAM params[],
 /* The default provider's HMAC, for the raw-key proxy. */
 EVP_MAC *p11t_prov_default_hmac(p11t_provctx *pc);
 
+/*
+ * auto-enable (prov_auto.c): when the provider was loaded into the default
+ * library context of a process that has libssl mapped and wanted (the
+ * section's auto-enable) is set, hands over to libp11ticket's p11ticket_enable_all(),
+ * once per process.  Returns 1 if the hand-over happened (now or before).
+ * p11t_prov_auto_problem() copies why it failed, returning 0 if it did not.
+ */
+int p11t_prov_auto_enable(OSSL_LIB_CTX *loaded_in, int wanted);
+int p11t_prov_auto_problem(char *buf, size_t len);
+
 extern const OSSL_DISPATCH p11t_prov_hmac_functions[];
 extern const OSSL_DISPATCH p11t_prov_cipher_functions[];
 
