@@ -35,6 +35,10 @@ struct p11t_module {
     void *dl;
     CK_FUNCTION_LIST_PTR f;
     pid_t init_pid; /* process the library is initialised in; 0 = none */
+    /* Another user in the process (libp11 holding the server's certificate
+     * key, say) initialised the library first: we share it and never
+     * finalise it, in this process or in a forked child. */
+    int adopted;
     unsigned users;
     /* Instances that have used the module in process here_pid.  A forked
      * child inherits `users` but starts with no active instance. */
@@ -235,7 +239,7 @@ static CK_RV initialize_locked(p11t_module *m, p11t_err *err)
 
     if (m->init_pid == getpid())
         return CKR_OK;
-    if (m->init_pid != 0) {
+    if (m->init_pid != 0 && !m->adopted) {
         /* Forked child: the parent's library state is not valid here.
          * Finalize once per process, then start over (DESIGN.md §2). */
         (void)m->f->C_Finalize(NULL);
@@ -248,7 +252,12 @@ static CK_RV initialize_locked(p11t_module *m, p11t_err *err)
                      p11t_rv_name(rv));
         return rv;
     }
-    /* ALREADY_INITIALIZED: someone else in this process did it; share. */
+    /* ALREADY_INITIALIZED on a library we did not initialise: someone else
+     * in this process did; share it and leave its life to them.  In a child
+     * of an adopting parent it is the inherited state of that other user,
+     * which it re-initialises itself if it must (libp11 does). */
+    if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED && m->init_pid == 0)
+        m->adopted = 1;
     m->init_pid = getpid();
     return CKR_OK;
 }
@@ -276,7 +285,8 @@ static CK_RV initialize(p11t_hsm *h, p11t_err *err)
 /*
  * SoftHSM reads its token directory only in C_Initialize, and a token being
  * rewritten by another process's C_Login at that moment is missed.  When we
- * are the module's only user in this process, start the library over.
+ * are the module's only user in this process and initialised it ourselves,
+ * start the library over.
  */
 static CK_RV reinitialize_if_alone(p11t_hsm *h, p11t_err *err)
 {
@@ -284,7 +294,7 @@ static CK_RV reinitialize_if_alone(p11t_hsm *h, p11t_err *err)
 
     pthread_mutex_lock(&modules_lock);
     if (h->mod->here_pid == getpid() && h->mod->users_here == 1 &&
-        h->mod->init_pid == getpid()) {
+        h->mod->init_pid == getpid() && !h->mod->adopted) {
         (void)h->f->C_Finalize(NULL);
         h->mod->init_pid = 0;
         rv = initialize_locked(h->mod, err);

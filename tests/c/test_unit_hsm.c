@@ -637,6 +637,8 @@ static void test_config(void)
 
 static const char *tmpdir;
 
+extern char **environ;
+
 static void pin_file(const char *path, const void *data, size_t len,
                      mode_t mode)
 {
@@ -759,6 +761,56 @@ static void test_pin(void)
     CHECKF(strstr(err.msg, "pin-source") != NULL &&
                strstr(err.msg, "P11T_UNIT_PIN") != NULL,
            "message: %s", err.msg);
+
+    t_section("pin-source file: the first line only");
+    snprintf(src, sizeof(src), "file:%s/pin", tmpdir);
+    pin_file(path, "first\nsecond line\n", 18, 0600);
+    rv = pin_read(src, &pin, &len, &err);
+    CHECKF(rv == CKR_OK && len == 5 && strcmp(pin, "first") == 0,
+           "first line: %s", err.msg);
+    p11t_pin_free(pin, len);
+    pin_file(path, "crlf\r\nrest", 10, 0600);
+    rv = pin_read(src, &pin, &len, &err);
+    CHECKF(rv == CKR_OK && len == 4 && strcmp(pin, "crlf") == 0,
+           "CRLF first line: %s", err.msg);
+    p11t_pin_free(pin, len);
+
+    if (geteuid() == 0) {
+        t_section("pin-source file: owned by another user");
+        pin_file(path, secret, strlen(secret), 0600);
+        CHECK(chown(path, 12345, 12345) == 0);
+        rv = pin_read(src, &pin, &len, &err);
+        CHECKF(rv != CKR_OK && pin == NULL, "another user's PIN file accepted");
+        CHECKF(strstr(err.msg, "chown") != NULL, "message: %s", err.msg);
+        CHECK(chown(path, 0, 0) == 0);
+    }
+
+    t_section("pin-source: preload holds the PIN, env: is wiped");
+    setenv("P11T_UNIT_PRELOAD", "preloaded-pin", 1);
+    CHECK_EQ(p11t_pin_preload("env:P11T_UNIT_PRELOAD", &err), CKR_OK);
+    CHECKF(getenv("P11T_UNIT_PRELOAD") == NULL,
+           "the env: variable is still in the environment");
+    for (char **e = environ; *e != NULL; e++)
+        CHECKF(strstr(*e, "preloaded-pin") == NULL,
+               "the PIN is still in environ: %s", *e);
+    rv = pin_read("env:P11T_UNIT_PRELOAD", &pin, &len, &err);
+    CHECKF(rv == CKR_OK && len == 13 && strcmp(pin, "preloaded-pin") == 0,
+           "held env: PIN not returned: %s", err.msg);
+    p11t_pin_free(pin, len);
+    pin_file(path, "held-file-pin\n", 14, 0600);
+    CHECK_EQ(p11t_pin_preload(src, &err), CKR_OK);
+    /* The file goes away (or becomes unreadable after a privilege drop):
+     * the held PIN still serves every later login. */
+    CHECK(unlink(path) == 0);
+    rv = pin_read(src, &pin, &len, &err);
+    CHECKF(rv == CKR_OK && strcmp(pin, "held-file-pin") == 0,
+           "held file PIN not returned: %s", err.msg);
+    p11t_pin_free(pin, len);
+    CHECK_EQ(p11t_pin_preload("prompt", &err), CKR_OK);
+    p11t_err_clear(&err);
+    snprintf(src, sizeof(src), "file:%s/never-there", tmpdir);
+    CHECK(p11t_pin_preload(src, &err) != CKR_OK);
+    CHECKF(strstr(err.msg, "pin-source") != NULL, "message: %s", err.msg);
 
     t_section("pin-source: bad forms");
     rv = pin_read("foo:bar", &pin, &len, &err);
