@@ -169,7 +169,8 @@ static const OSSL_PARAM *p11t_prov_gettable_params(void *provctx)
     return p11t_gettable;
 }
 
-/* "ok" only when the token is logged in AND has a key to encrypt with. */
+/* "ok" only when the token is logged in AND has a key to encrypt with, and
+ * auto-enable, if the section asked for it here, could hand over. */
 static void token_status(p11t_provctx *pc, char *buf, size_t len,
                          char hex[static 33])
 {
@@ -177,6 +178,8 @@ static void token_status(p11t_provctx *pc, char *buf, size_t len,
     p11t_err e = {0};
 
     hex[0] = '\0';
+    if (p11t_prov_auto_problem(buf, len))
+        return;
     if (p11t_hsm_ensure(pc->hsm, &e) != CKR_OK ||
         p11t_hsm_current(pc->hsm, (int64_t)time(NULL), name, &e) != CKR_OK) {
         snprintf(buf, len, "%s", e.msg);
@@ -202,11 +205,17 @@ static int p11t_prov_get_params(void *provctx, OSSL_PARAM params[])
     if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_BUILDINFO)) != NULL &&
         !OSSL_PARAM_set_utf8_ptr(p, "p11ticket " P11TICKET_VERSION_STR))
         return 0;
-    if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_STATUS)) != NULL &&
-        !OSSL_PARAM_set_int(p, 1))
-        return 0;
-    if ((p = OSSL_PARAM_locate(params, P11TICKET_PARAM_STATUS)) != NULL) {
+    /* OpenSSL's own status (what `openssl list -providers -verbose` shows
+     * as active or inactive): 1 only when tickets can be issued now. */
+    if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_STATUS)) != NULL) {
         token_status(pc, status, sizeof(status), hex);
+        have_status = 1;
+        if (!OSSL_PARAM_set_int(p, strcmp(status, "ok") == 0))
+            return 0;
+    }
+    if ((p = OSSL_PARAM_locate(params, P11TICKET_PARAM_STATUS)) != NULL) {
+        if (!have_status)
+            token_status(pc, status, sizeof(status), hex);
         have_status = 1;
         if (!OSSL_PARAM_set_utf8_string(p, status))
             return 0;
