@@ -5,7 +5,7 @@
 # shellcheck source=tests/lib.sh
 . "$(dirname "$0")/../lib.sh"
 p11t_begin check_cmd
-p11t_token
+p11t_token --routing # check refuses auto-enable (default yes) without routing
 name=$(p11t_key_names)
 assert_eq 1 "$(grep -c . <<<"$name")" "key generations listed"
 
@@ -17,7 +17,7 @@ assert_eq 0 "$rc" "exit status of p11ticket check"
 assert_grep "$P11T_WORK/check.out" "$name" "check names the key $name"
 
 info "p11ticket check (broken token-uri)"
-p11t_write_conf "$P11T_WORK/bad.cnf" --token-uri pkcs11:token=no-such-token
+p11t_write_conf "$P11T_WORK/bad.cnf" --routing --token-uri pkcs11:token=no-such-token
 rc=0
 p11t_tool --config "$P11T_WORK/bad.cnf" check >"$P11T_WORK/bad.out" 2>&1 || rc=$?
 cat "$P11T_WORK/bad.out"

@@ -4,7 +4,9 @@
  *
  * Both ends run in this process over a memory BIO pair; the server SSL_CTX
  * comes from p11ticket_SSL_CTX_new() in a private OSSL_LIB_CTX loaded from
- * the same openssl.cnf the servers use.
+ * the same openssl.cnf the servers use.  With --connect the tool checks a
+ * running server from the outside instead (check_connect.c).  Either way
+ * the configuration must route the ticket HMAC when auto-enable is on.
  */
 #include <dlfcn.h>
 #include <getopt.h>
@@ -33,23 +35,71 @@ typedef struct check_ctx {
 
 static void usage(FILE *fp)
 {
-    fputs("usage: p11ticket [global options] check\n"
-          "\n"
-          "Load the configuration file into a private OpenSSL library "
-          "context, as a\n"
-          "server does, and run two in-memory handshakes per protocol version "
-          "(TLS 1.2\n"
-          "and TLS 1.3) against a throwaway self-signed certificate: the "
-          "first gets a\n"
-          "ticket from the token's current key, the second presents it and "
-          "must be\n"
-          "resumed.  The server keeps no session cache, so only the ticket can "
-          "resume.\n"
-          "Exits 0 only if both versions resumed.\n"
-          "\n"
-          "Options:\n"
-          "  -h, --help   show this help\n",
-          fp);
+    fputs(
+        "usage: p11ticket [global options] check\n"
+        "         [--connect HOST:PORT [--servername NAME]]\n"
+        "\n"
+        "Without --connect: load the configuration file into a private "
+        "OpenSSL\n"
+        "library context, as a server does, and run two in-memory "
+        "handshakes per\n"
+        "protocol version (TLS 1.2 and TLS 1.3) against a throwaway "
+        "self-signed\n"
+        "certificate: the first gets a ticket from the token's current key, "
+        "the\n"
+        "second presents it and must be resumed.  The server keeps no "
+        "session cache,\n"
+        "so only the ticket can resume.  Exits 0 only if both versions "
+        "resumed.\n"
+        "\n"
+        "With --connect: check a running server (nginx, HAProxy, "
+        "p11ticket-server...)\n"
+        "from the outside.  Connect as a plain TLS client (never through "
+        "the\n"
+        "provider; the server's certificate is NOT verified: this checks "
+        "tickets,\n"
+        "not certificates), once with TLS 1.2 and once with TLS 1.3.  Nothing "
+        "is sent;\n"
+        "TLS 1.3 tickets are read for up to 2 s after the handshake.  The "
+        "ticket's\n"
+        "first 16 bytes name its key, which is looked up on the token of "
+        "the\n"
+        "configuration; then the session is presented on a new connection. "
+        " One line\n"
+        "per version on stdout, e.g.\n"
+        "  TLSv1.3: ticket under token key NAME (active, current); resumed: "
+        "yes; new\n"
+        "  ticket under token key NAME (active, current)\n"
+        "A version the server does not offer (its handshake fails) is "
+        "reported and\n"
+        "not counted, unless neither version works.\n"
+        "\n"
+        "Either way, when auto-enable is on (the default) the file must "
+        "route the\n"
+        "ticket HMAC to the provider ('default_properties = "
+        "?p11ticket.token=yes'\n"
+        "in the section that alg_section names): otherwise unmodified "
+        "servers would\n"
+        "issue no tickets, and check fails before anything else.\n"
+        "\n"
+        "Options:\n"
+        "  --connect HOST:PORT  check the server there ([V6ADDR]:PORT for "
+        "IPv6)\n"
+        "  --servername NAME    SNI to send (default: HOST, none for an IP "
+        "address;\n"
+        "                       '' sends none)\n"
+        "  -h, --help           show this help\n"
+        "\n"
+        "Exit status: 0 every version resumed (with --connect: every "
+        "version the\n"
+        "server offers got a ticket under a token key and resumed); 1 a "
+        "handshake,\n"
+        "ticket or resumption failed, a ticket is not under a token key or "
+        "none was\n"
+        "issued; 2 usage or configuration error, or (--connect) no TCP or "
+        "no TLS\n"
+        "connection to HOST:PORT at all.\n",
+        fp);
 }
 
 static void log_cb(int level, const char *msg, void *arg)
@@ -172,6 +222,128 @@ static int explain_inactive(const check_ctx *c)
                     "initialise",
                     t->config_file, t->file.section, provider_name(t), module);
     return P11T_TOOL_FAIL;
+}
+
+/* ---- routing of the ticket HMAC (auto-enable) --------------------------- */
+
+#define ROUTE_NAME "p11ticket.token"
+
+static const char *skip_space(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    return p;
+}
+
+/*
+ * One element of a property query ([-][?]name[=value|!=value], OpenSSL's
+ * crypto/property/property_parse.c): 1 if it asks for p11ticket.token=yes
+ * (a bare name means =yes), with *optional set for a leading '?'.
+ */
+static int element_routes(const char *p, const char *end, int *optional)
+{
+    size_t n = sizeof(ROUTE_NAME) - 1;
+    const char *v;
+
+    p = skip_space(p, end);
+    while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    *optional = p < end && *p == '?';
+    if (*optional)
+        p = skip_space(p + 1, end);
+    if ((size_t)(end - p) < n || strncasecmp(p, ROUTE_NAME, n) != 0)
+        return 0;
+    p = skip_space(p + n, end);
+    if (p == end)
+        return 1;
+    if (*p != '=')
+        return 0; /* "!=", or a longer name */
+    v = skip_space(p + 1, end);
+    if (end - v >= 2 && (*v == '"' || *v == '\'') && end[-1] == *v) {
+        v++;
+        end--;
+    }
+    return end - v == 3 && strncasecmp(v, "yes", 3) == 0;
+}
+
+/* 1 if the query routes to the provider; *optional as above. */
+static int props_route(const char *props, int *optional)
+{
+    const char *p = props;
+
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        const char *end = comma != NULL ? comma : p + strlen(p);
+
+        if (element_routes(p, end, optional))
+            return 1;
+        if (comma == NULL)
+            return 0;
+        p = comma + 1;
+    }
+}
+
+/*
+ * With auto-enable (default yes) the provider installs the ticket callback
+ * in every SSL_CTX of a process that loads it, including those of
+ * unmodified servers, which create them with plain SSL_CTX_new().  libssl
+ * fetches their ticket HMAC with the SSL_CTX's (empty) property query
+ * (ssl_hmac_new), so only default_properties in the alg_section can route
+ * it to the provider; unrouted, the callback refuses to issue and such
+ * servers send no tickets at all (docs/configuration.md, "Routing").
+ */
+static int check_routing(const p11t_tool *t)
+{
+    const struct conf_st *conf = t->file.conf;
+    /* Only for the message: the key itself is read by p11t_config_set(). */
+    const char *ae = p11t_tool_conf_value(t, "auto-enable");
+    const char *init, *algs, *props = NULL;
+    int optional = 0, routed;
+    char fix[320];
+
+    init = p11t_conffile_lookup(conf, "default", "openssl_conf");
+    algs =
+        init != NULL ? p11t_conffile_lookup(conf, init, "alg_section") : NULL;
+    if (algs != NULL)
+        props = p11t_conffile_lookup(conf, algs, "default_properties");
+    routed = props != NULL && props_route(props, &optional);
+
+    if (routed && !optional) {
+        p11t_tool_error("check: %s: [%s] default_properties: '%.80s' makes "
+                        "p11ticket.token=yes mandatory, so every algorithm "
+                        "the provider lacks (AES-GCM, SHA-256, ECDSA...) "
+                        "becomes unavailable and TLS breaks; write "
+                        "'?" P11TICKET_PROPERTY "'",
+                        t->config_file, algs, props);
+        return P11T_TOOL_USAGE;
+    }
+    if (routed || !p11t_config_auto_enable(t->file.cfg))
+        return P11T_TOOL_OK;
+
+    if (algs == NULL)
+        snprintf(fix, sizeof(fix),
+                 "add 'alg_section = algs' to [%s] and a section [algs] "
+                 "with 'default_properties = " P11TICKET_PROPQ "'",
+                 init != NULL ? init : "openssl_init");
+    else if (props == NULL)
+        snprintf(fix, sizeof(fix),
+                 "add 'default_properties = " P11TICKET_PROPQ
+                 "' to [%s] (named by alg_section)",
+                 algs);
+    else
+        snprintf(fix, sizeof(fix),
+                 "append '," P11TICKET_PROPQ "' to default_properties in "
+                 "[%s] ('%.64s')",
+                 algs, props);
+    p11t_tool_error("check: %s: [%s] auto-enable is %s, but the ticket HMAC "
+                    "is not routed to the provider: unmodified servers "
+                    "(nginx, HAProxy...) would issue no session tickets at "
+                    "all.  Fix: %s; or set 'auto-enable = no' if only "
+                    "programs that call p11ticket_SSL_CTX_new() use this "
+                    "file",
+                    t->config_file, t->file.section,
+                    ae != NULL ? "on" : "on by default", fix);
+    return P11T_TOOL_USAGE;
 }
 
 static int setup(check_ctx *c)
@@ -382,25 +554,45 @@ done:
 static int run(p11t_tool *t, int argc, char **argv)
 {
     static const struct option opts[] = {
+        {"connect", required_argument, NULL, 'C'},
+        {"servername", required_argument, NULL, 'N'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     static const int versions[] = {TLS1_2_VERSION, TLS1_3_VERSION};
-    const char *pin_source;
+    const char *pin_source, *target = NULL, *servername = NULL;
     check_ctx c;
     size_t i;
     int ch, rc, r;
 
     p11t_tool_getopt_reset(&p11t_tool_cmd_check, argv);
-    /* --help is the only option: any option ends the command. */
-    if ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1)
-        return p11t_tool_help_or_bad(&p11t_tool_cmd_check, ch);
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'C':
+            target = optarg;
+            break;
+        case 'N':
+            servername = optarg;
+            break;
+        default:
+            return p11t_tool_help_or_bad(&p11t_tool_cmd_check, ch);
+        }
+    }
     if (optind < argc)
         return p11t_tool_unexpected(&p11t_tool_cmd_check, argv[optind]);
+    if (servername != NULL && target == NULL) {
+        p11t_tool_error("check: --servername needs --connect");
+        return p11t_tool_bad_usage(&p11t_tool_cmd_check);
+    }
 
     /* Validate the section first: its messages name the key at fault. */
     if ((rc = p11t_tool_load_config(t)) != P11T_TOOL_OK)
         return rc;
+    if ((rc = check_routing(t)) != P11T_TOOL_OK)
+        return rc;
+    /* The tool reads the token itself, so a prompt is fine here. */
+    if (target != NULL)
+        return p11t_tool_check_connect(t, target, servername);
     pin_source = p11t_tool_conf_value(t, "pin-source");
     if (pin_source != NULL && strcmp(pin_source, "prompt") == 0) {
         p11t_tool_error("check: %s: [%s] pin-source: the provider never "
@@ -441,8 +633,8 @@ static int run(p11t_tool *t, int argc, char **argv)
 
 const p11t_tool_cmd p11t_tool_cmd_check = {
     .name = "check",
-    .summary = "issue and resume a TLS 1.2 and a TLS 1.3 ticket through the "
-               "provider",
+    .summary = "resume TLS 1.2 and 1.3 tickets in memory, or from a running "
+               "server",
     .run = run,
     .usage = usage,
 };

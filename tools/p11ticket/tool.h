@@ -157,8 +157,8 @@ int64_t p11t_tool_now(void);
  * section's encrypt-for, decrypt-for and rotate-lead, which the providers'
  * auto-rotate uses too, so that every rotator computes the same successor
  * times.  Without them hsm/ defaults to 12 h, 24 h and 1 h, following
- * practice (DESIGN.md §4).  A command keeps 0 for "not given" and calls
- * this after p11t_tool_load_config().
+ * practice (docs/design.md, "Key files and rotation elsewhere").  A command
+ * keeps 0 for "not given" and calls this after p11t_tool_load_config().
  */
 void p11t_tool_policy_defaults(const p11t_tool *t, p11t_policy *p);
 /*
@@ -224,6 +224,17 @@ int p11t_tool_scan(p11t_tool *t, const char *what, p11t_objinfo **objs,
  * "STATE, encrypts ... until DU" for the times at `now`. */
 void p11t_tool_describe(const p11t_times *tm, int64_t now, char *buf,
                         size_t len);
+
+/*
+ * check --connect (check_connect.c): connect to `target` (HOST:PORT or
+ * [V6ADDR]:PORT) as a plain TLS client with TLS 1.2 and with TLS 1.3, look
+ * the key name of each ticket up on the token (p11t_tool_scan) and present
+ * the session again.  `servername` is the SNI to send (NULL: HOST unless it
+ * is an IP literal; "": none).  Needs p11t_tool_load_config() first; opens
+ * the token.  Returns the exit status.
+ */
+int p11t_tool_check_connect(p11t_tool *t, const char *target,
+                            const char *servername);
 
 /*
  * Rotation (cmd_rotate.c), shared by rotate and purge: destroy expired and
