@@ -9,10 +9,10 @@
  * Sections, in order: seal/open per ticket (provider, bare PKCS#11, in
  * memory), server-side handshakes (p11ticket, the token's floor, built-in
  * tickets), one process against two, a ring of 100 generations against 2,
- * then a table of the issue's targets.  Human-readable
- * tables go to stdout as each section finishes; the last line of stdout is
- * one JSON object.  The exit status reports errors only (1 error, 2 usage,
- * 130 interrupted), never whether a target was met.
+ * then a table of the performance targets (docs/performance.md, section 5).
+ * Human-readable tables go to stdout as each section finishes; the last
+ * line of stdout is one JSON object.  The exit status reports errors only
+ * (1 error, 2 usage, 130 interrupted), never whether a target was met.
  */
 #include <getopt.h>
 #include <math.h>

@@ -5,8 +5,8 @@
  * Two workers are forked, one after the other.  Each loads its own
  * OSSL_LIB_CTX from the configuration after the fork; hsm/ notices the new
  * process and re-initialises the PKCS#11 library in it (C_Finalize, then
- * C_Initialize, DESIGN.md §2 "fork()"), so each worker is a server process
- * of its own as far as the token is concerned.
+ * C_Initialize; docs/design.md, "fork()"), so each worker is a server
+ * process of its own as far as the token is concerned.
  *
  * A round has four segments of round_s each: worker 0 alone, both workers,
  * then the same two with OpenSSL's in-memory AES + HMAC instead of the
@@ -122,7 +122,8 @@ static void worker_main(int in, int out, const char *cnf,
         if (!write_all(out, &m, sizeof(m)) || !m.ok)
             break;
     }
-    /* _exit: no atexit handlers, no C_Finalize at exit (DESIGN.md §2). */
+    /* _exit: no atexit handlers, no C_Finalize at exit (docs/design.md,
+     * "Never C_Finalize at exit"). */
     _exit(0);
 }
 
@@ -222,9 +223,9 @@ int bench_scale_run(const char *cnf, const uint8_t *expect_name,
     /*
      * One after the other: SoftHSM instances initialising and logging in at
      * the same moment can miss the token ("no token matches") or fail
-     * C_Login with CKR_USER_PIN_NOT_INITIALIZED (DESIGN.md §2, startup
-     * race); in forked children hsm/'s retries do not always cover it (see
-     * docs/performance.md, section 8).
+     * C_Login with CKR_USER_PIN_NOT_INITIALIZED (docs/design.md,
+     * "Startup race and retries"); in forked children hsm/'s retries do
+     * not always cover it (see docs/performance.md, section 8).
      */
     for (int i = 0; i < 2; i++) {
         worker_msg m;

@@ -146,7 +146,8 @@ int bench_setup_write_alt(bench_setup *s, char *err, size_t errlen)
     /*
      * The same provider section, under the same provider name, with only
      * session-copies flipped.  The default provider is activated as every
-     * working p11ticket configuration must (DESIGN.md §1).
+     * working p11ticket configuration must
+     * (docs/design.md, "Provider order and the default provider").
      */
     fprintf(fp, "openssl_conf = bench_init\n\n[bench_init]\n"
                 "providers = bench_providers\n\n[bench_providers]\n"
@@ -390,7 +391,8 @@ void bench_setup_cleanup(bench_setup *s)
     if (s->tmpdir[0] != '\0')
         rmdir(s->tmpdir);
     s->alt_config[0] = s->tmpdir[0] = '\0';
-    /* No C_Finalize: SoftHSM crashes when finalized at exit (DESIGN.md §2). */
+    /* No C_Finalize: SoftHSM crashes when finalized at exit
+     * (docs/design.md, "Never C_Finalize at exit"). */
     p11t_hsm_free(s->hsm);
     s->hsm = NULL;
     p11t_conffile_free(&s->file);

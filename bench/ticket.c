@@ -2,7 +2,8 @@
  * ticket.c - one session ticket sealed and opened in several ways.
  *
  * Every way produces the same bytes libssl would put on the wire
- * (construct_stateless_ticket / tls_decrypt_ticket, DESIGN.md §1):
+ * (construct_stateless_ticket / tls_decrypt_ticket; docs/design.md,
+ * "libssl's ticket path"):
  *     key_name(16) | IV(16) | AES-256-CBC-PAD(200-byte session) = 208 bytes |
  *     HMAC-SHA256(key_name | IV | ciphertext)
  *

@@ -118,7 +118,8 @@ static int server_common(SSL_CTX *ctx)
 /*
  * OpenSSL's built-in tickets need no provider of ours.  A plain
  * SSL_CTX_new_ex(libctx, NULL, ...) resolves "HMAC" to the first provider
- * in the file that offers it (DESIGN.md §1); if that is p11ticket, its
+ * in the file that offers it (docs/design.md,
+ * "Provider order and the default provider"); if that is p11ticket, its
  * proxy would carry the baseline's HMACs too, so then ask for the default
  * provider explicitly.
  */

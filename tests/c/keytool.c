@@ -244,6 +244,7 @@ int main(int argc, char **argv)
 done:
     fflush(stdout);
     /* No p11t_hsm_free(): it may finalise the module, and SoftHSM crashes
-     * when finalised at process exit (DESIGN.md §2). _exit skips atexit. */
+     * when finalised at process exit; _exit skips atexit (docs/design.md,
+     * "Never C_Finalize at exit"). */
     _Exit(rc);
 }

@@ -370,6 +370,7 @@ int main(void)
     t_env_cleanup(&env);
     fflush(NULL);
     /* No p11t_hsm_free(): it may finalise the module, and SoftHSM crashes
-     * when finalised at process exit (DESIGN.md §2). */
+     * when finalised at process exit
+     * (docs/design.md, "Never C_Finalize at exit"). */
     _exit(rc);
 }

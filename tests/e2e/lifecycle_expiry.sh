@@ -1,7 +1,7 @@
 #!/bin/bash
 # lifecycle_expiry: after K1's decrypt-until has passed, a ticket under K1
-# gives a full handshake (issue 3: "After K1 expires, the client gets a full
-# handshake"), the server keeps working, and `p11ticket purge` destroys K1
+# gives a full handshake (servers refuse expired keys: docs/design.md,
+# "Key states"), the server keeps working, and `p11ticket purge` destroys K1
 # in the token.
 #
 # K1 encrypts for 2 s and decrypts for 3 s more.  It is created pending

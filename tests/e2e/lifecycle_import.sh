@@ -1,9 +1,10 @@
 #!/bin/bash
 # lifecycle_import: `p11ticket import` migrates the ticket-key files of other
-# servers into the token, so the tickets those servers issued keep resuming
-# (issue 3: "a plain OpenSSL server ... issues a ticket.  After the same key
-# file is imported, that ticket resumes on p11ticket-server.  Cover every
-# supported format with such a test.").
+# servers into the token, so the tickets those servers issued keep resuming:
+# for every supported format (they differ even at equal sizes:
+# docs/design.md, "Key files and rotation elsewhere"), a ticket a plain
+# OpenSSL server issued under a key file resumes on p11ticket-server once
+# that file is imported.
 #
 # The old server is tests/e2e/plain_ticket_server.c: plain OpenSSL, no
 # provider, ticket keys in memory from the file (SSL_CTX_set_tlsext_ticket_keys

@@ -1,6 +1,7 @@
 #!/bin/bash
 # lifecycle_pickup: a long-running server picks up generations the tool
-# creates, without a restart (issue 3: "Pick-up without restart").
+# creates, without a restart: servers rescan the token on their own, so
+# every change reaches them within the refresh bound (docs/rotation.md).
 #
 #   1. the server starts on a token without any key: no tickets; after
 #      `create` K1 it issues tickets under K1 within the refresh bound;

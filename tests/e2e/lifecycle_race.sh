@@ -1,9 +1,10 @@
 #!/bin/bash
 # lifecycle_race: two `p11ticket rotate` processes started at the same
-# moment (issue 3: "Racing rotators ... Afterwards exactly one key is
-# active, every server agrees, and every ticket issued in between still
-# resumes").  Two servers run throughout, and a client keeps fetching
-# tickets from both while the rotators race and until the check.
+# moment: afterwards exactly one key is active, every server agrees, and
+# every ticket issued in between still resumes (docs/rotation.md, racing
+# rotators under "Many hosts").  Two servers run throughout, and a client
+# keeps fetching tickets from both while the rotators race and until the
+# check.
 #
 # A. Token without any key, 5 rounds: each rotator may create a key that
 #    starts now.  Afterwards exactly one generation is active (the other

@@ -1,8 +1,8 @@
 #!/bin/bash
 # lifecycle_revoke: after `p11ticket revoke K1`, tickets under K1 stop
-# resuming within the refresh bound (issue 3: "After revoke, the client gets
-# a full handshake"); `rotate` then creates a new active key and new tickets
-# are issued, and resume, under it.
+# resuming within the refresh bound, and the client gets a full handshake
+# (revoke destroys the key in the token); `rotate` then creates a new
+# active key and new tickets are issued, and resume, under it.
 #
 # refresh-interval = 1, so the documented bound is 1 s; the script waits 2 s.
 # Two servers run: one that used K1 a moment before the revoke (its cached

@@ -1,8 +1,8 @@
 #!/bin/bash
 # lifecycle_rotation: a ticket issued under K1 resumes after rotation,
 # because K1 is then decrypt-only, and the client gets a new ticket under
-# K2 (issue 3: "A ticket issued under K1 resumes after rotation ... and the
-# client receives a new ticket whose key name is K2").
+# K2: a server accepts a decrypt-only key's tickets and renews them under
+# the current key (docs/design.md, "Key states").
 #
 # K1 encrypts for 4 s and decrypts for 20 s more; the server starts right
 # after K1 is created (its start-up probe finds K1), so the tickets are

@@ -126,7 +126,8 @@ static int load_module(init_ctx *c)
                         c->t->file.section);
         return P11T_TOOL_USAGE;
     }
-    /* Deliberately never dlclose()d nor C_Finalize()d: see DESIGN.md. */
+    /* Deliberately never dlclose()d nor C_Finalize()d (docs/design.md,
+     * "Never C_Finalize at exit"). */
     dl = dlopen(c->module_path, RTLD_NOW | RTLD_LOCAL);
     if (dl == NULL) {
         p11t_tool_error("%s: [%s] pkcs11-module: cannot load %s: %s",

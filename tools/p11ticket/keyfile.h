@@ -8,8 +8,9 @@
  * secure heap and is cleansed when freed; error messages never contain key
  * bytes, only sizes, line numbers and layouts.
  *
- * The layouts differ between servers even where the sizes agree (DESIGN.md
- * §4), so the format is always named by the caller and never guessed:
+ * The layouts differ between servers even where the sizes agree
+ * (docs/design.md, "Key files and rotation elsewhere"), so the format is
+ * always named by the caller and never guessed:
  *
  *   openssl80  80 bytes  name[16] | hmac[32] | aes[32]   AES-256-CBC
  *              (SSL_CTX_set_tlsext_ticket_keys; also nginx's 80-byte
