@@ -1,7 +1,8 @@
 /*
  * config.c - the openssl.cnf provider section, validated without side
  * effects: nothing is opened, loaded or read here, because the provider
- * must not touch the token inside OSSL_provider_init (DESIGN.md §2).
+ * must not touch the token inside OSSL_provider_init (docs/design.md,
+ * "Recursion and load order").
  */
 #include <ctype.h>
 #include <errno.h>

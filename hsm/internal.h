@@ -41,6 +41,7 @@ typedef struct p11t_entry {
 typedef struct p11t_module p11t_module;
 
 struct p11t_hsm {
+    p11t_hsm *next; /* the registry of live handles (fork handlers) */
     p11t_config *cfg;
     p11t_pin_prompt_fn prompt;
     void *prompt_arg;
@@ -86,6 +87,27 @@ struct p11t_hsm {
 };
 
 int64_t p11t_mono_ms(void);
+
+/*
+ * Every call into a PKCS#11 module goes through P11T_CALL, which holds the
+ * process-wide gate (module.c) shared for the duration of that one call.
+ * p11t_gate_exclusive(1) waits until no call is in flight and holds new
+ * ones back until p11t_gate_exclusive(0).
+ */
+void p11t_gate_enter(void);
+void p11t_gate_leave(void);
+void p11t_gate_exclusive(int on);
+/* The PIN store's lock around fork(): taken (1) and released (0) in the
+ * parent, made anew (-1) in the child. */
+void p11t_pin_fork_lock(int on);
+#define P11T_CALL(h, fn, ...)                                                  \
+    __extension__({                                                            \
+        CK_RV p11t_call_rv_;                                                   \
+        p11t_gate_enter();                                                     \
+        p11t_call_rv_ = (h)->f->fn(__VA_ARGS__);                               \
+        p11t_gate_leave();                                                     \
+        p11t_call_rv_;                                                         \
+    })
 /* Lock-free check on the hot path; takes h->lock only when (re)init is due. */
 CK_RV p11t_hsm_ready(p11t_hsm *h, p11t_err *err);
 CK_RV p11t_session_get(p11t_hsm *h, CK_SESSION_HANDLE *s, unsigned *epoch,

@@ -2,8 +2,8 @@
  * keys.c - the handle cache and the hot-path operations.
  *
  * The hot path never searches the token: C_FindObjects costs 42 us with 4
- * objects and 1.6 ms with 104 (DESIGN.md §2).  Handles are cached per key
- * name and the cache is rescanned
+ * objects and 1.6 ms with 104 (docs/design.md, "Latency").  Handles are
+ * cached per key name and the cache is rescanned
  *   - when it is older than refresh-interval,
  *   - when a ticket names a key we do not know (at most once per
  *     rescan-interval),
@@ -13,8 +13,9 @@
  *
  * Session copies (session-copies = yes, the default): SoftHSM re-reads a
  * token object's file on every *Init, so an operation on a token key costs
- * about 19 us against 6 us on a session object (DESIGN.md §2).  Each scan
- * therefore copies every usable generation into a session object inside
+ * about 19 us against 6 us on a session object (docs/design.md,
+ * "Latency").  Each scan therefore copies every usable generation into a
+ * session object inside
  * the token (C_CopyObject with CKA_TOKEN false; the copy keeps CKA_SENSITIVE
  * and CKA_EXTRACTABLE, so the key still never leaves the token).  The
  * copies belong to the login session, and every scan destroys the copies of
@@ -46,10 +47,10 @@ static CK_RV find_all(p11t_hsm *h, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE **out,
 
     *out = NULL;
     *n = 0;
-    rv = h->f->C_FindObjectsInit(s, tmpl, 2);
+    rv = P11T_CALL(h, C_FindObjectsInit, s, tmpl, 2);
     if (rv != CKR_OK)
         return rv;
-    while ((rv = h->f->C_FindObjects(s, batch, 64, &got)) == CKR_OK && got > 0) {
+    while ((rv = P11T_CALL(h, C_FindObjects, s, batch, 64, &got)) == CKR_OK && got > 0) {
         if (*n + got > cap) {
             CK_OBJECT_HANDLE *p;
 
@@ -64,7 +65,7 @@ static CK_RV find_all(p11t_hsm *h, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE **out,
         memcpy(all + *n, batch, got * sizeof(*batch));
         *n += got;
     }
-    h->f->C_FindObjectsFinal(s);
+    P11T_CALL(h, C_FindObjectsFinal, s);
     if (rv != CKR_OK) {
         free(all);
         *n = 0;
@@ -80,7 +81,7 @@ static CK_BBOOL get_bool(p11t_hsm *h, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
     CK_BBOOL v = CK_FALSE;
     CK_ATTRIBUTE a = {t, &v, sizeof(v)};
 
-    if (h->f->C_GetAttributeValue(s, o, &a, 1) != CKR_OK)
+    if (P11T_CALL(h, C_GetAttributeValue, s, o, &a, 1) != CKR_OK)
         return CK_FALSE;
     return v;
 }
@@ -96,7 +97,7 @@ static int read_object(p11t_hsm *h, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
     memset(oi, 0, sizeof(*oi));
     oi->handle = o;
     a[0] = (CK_ATTRIBUTE){CKA_LABEL, NULL, 0};
-    if (h->f->C_GetAttributeValue(s, o, a, 1) != CKR_OK ||
+    if (P11T_CALL(h, C_GetAttributeValue, s, o, a, 1) != CKR_OK ||
         a[0].ulValueLen == CK_UNAVAILABLE_INFORMATION ||
         a[0].ulValueLen > 4096)
         return 0;
@@ -106,14 +107,14 @@ static int read_object(p11t_hsm *h, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
     a[0].pValue = label;
     a[1] = (CK_ATTRIBUTE){CKA_ID, oi->name, P11T_NAME_LEN};
     a[2] = (CK_ATTRIBUTE){CKA_KEY_TYPE, &oi->key_type, sizeof(oi->key_type)};
-    ok = h->f->C_GetAttributeValue(s, o, a, 3) == CKR_OK &&
+    ok = P11T_CALL(h, C_GetAttributeValue, s, o, a, 3) == CKR_OK &&
          a[1].ulValueLen == P11T_NAME_LEN &&
          p11t_label_parse(label, a[0].ulValueLen, &oi->role, &oi->times);
     free(label);
     if (!ok)
         return 0;
     a[0] = (CK_ATTRIBUTE){CKA_VALUE_LEN, &oi->value_len, sizeof(oi->value_len)};
-    if (h->f->C_GetAttributeValue(s, o, a, 1) != CKR_OK)
+    if (P11T_CALL(h, C_GetAttributeValue, s, o, a, 1) != CKR_OK)
         oi->value_len = 0;
     if (detail) {
         CK_ATTRIBUTE v = {CKA_VALUE, NULL, 0};
@@ -126,7 +127,7 @@ static int read_object(p11t_hsm *h, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
         oi->always_sensitive = get_bool(h, s, o, CKA_ALWAYS_SENSITIVE);
         oi->never_extractable = get_bool(h, s, o, CKA_NEVER_EXTRACTABLE);
         /* Only the length is asked for; the value is never fetched. */
-        rv = h->f->C_GetAttributeValue(s, o, &v, 1);
+        rv = P11T_CALL(h, C_GetAttributeValue, s, o, &v, 1);
         oi->value_readable =
             rv == CKR_OK && v.ulValueLen != CK_UNAVAILABLE_INFORMATION;
     }
@@ -191,7 +192,7 @@ static CK_OBJECT_HANDLE copy_to_session(p11t_hsm *h, CK_OBJECT_HANDLE obj)
 
     /* Created from the login session, so the copy lives as long as the
      * login does (session objects die with the session that made them). */
-    if (h->f->C_CopyObject(h->login_session, obj, tmpl, 1, &copy) != CKR_OK)
+    if (P11T_CALL(h, C_CopyObject, h->login_session, obj, tmpl, 1, &copy) != CKR_OK)
         return CK_INVALID_HANDLE;
     return copy;
 }
@@ -200,8 +201,8 @@ static void destroy_copies(p11t_hsm *h, p11t_entry *e)
 {
     if (!e->copied)
         return;
-    h->f->C_DestroyObject(h->login_session, e->aes_op);
-    h->f->C_DestroyObject(h->login_session, e->hmac_op);
+    P11T_CALL(h, C_DestroyObject, h->login_session, e->aes_op);
+    P11T_CALL(h, C_DestroyObject, h->login_session, e->hmac_op);
     e->copied = 0;
 }
 
@@ -239,9 +240,9 @@ static void sync_copies(p11t_hsm *h, p11t_entry *ne, size_t nn,
             /* Not copyable (CKA_COPYABLE false, or no support): use the
              * token objects directly. */
             if (e->aes_op != CK_INVALID_HANDLE)
-                h->f->C_DestroyObject(h->login_session, e->aes_op);
+                P11T_CALL(h, C_DestroyObject, h->login_session, e->aes_op);
             if (e->hmac_op != CK_INVALID_HANDLE)
-                h->f->C_DestroyObject(h->login_session, e->hmac_op);
+                P11T_CALL(h, C_DestroyObject, h->login_session, e->hmac_op);
             e->aes_op = e->aes;
             e->hmac_op = e->hmac;
             continue;
@@ -350,9 +351,9 @@ static int auto_rotate(p11t_hsm *h)
             if (memcmp(en->info.name, plan.destroy[i], P11T_NAME_LEN) != 0)
                 continue;
             if (en->info.has_aes == 1)
-                h->f->C_DestroyObject(s, en->aes);
+                P11T_CALL(h, C_DestroyObject, s, en->aes);
             if (en->info.has_hmac == 1)
-                h->f->C_DestroyObject(s, en->hmac);
+                P11T_CALL(h, C_DestroyObject, s, en->hmac);
             changed = 1;
         }
         pthread_rwlock_unlock(&h->cache_lock);
@@ -703,19 +704,19 @@ static CK_RV run_once(p11t_hsm *h, CK_SESSION_HANDLE s, enum op op,
 
     switch (op) {
     case OP_ENCRYPT:
-        rv = h->f->C_EncryptInit(s, &cbc, e->aes_op);
+        rv = P11T_CALL(h, C_EncryptInit, s, &cbc, e->aes_op);
         if (rv == CKR_OK)
-            rv = h->f->C_Encrypt(s, (CK_BYTE_PTR)in, (CK_ULONG)inl, out, outl);
+            rv = P11T_CALL(h, C_Encrypt, s, (CK_BYTE_PTR)in, (CK_ULONG)inl, out, outl);
         return rv;
     case OP_DECRYPT:
-        rv = h->f->C_DecryptInit(s, &cbc, e->aes_op);
+        rv = P11T_CALL(h, C_DecryptInit, s, &cbc, e->aes_op);
         if (rv == CKR_OK)
-            rv = h->f->C_Decrypt(s, (CK_BYTE_PTR)in, (CK_ULONG)inl, out, outl);
+            rv = P11T_CALL(h, C_Decrypt, s, (CK_BYTE_PTR)in, (CK_ULONG)inl, out, outl);
         return rv;
     case OP_HMAC:
-        rv = h->f->C_SignInit(s, &mac, e->hmac_op);
+        rv = P11T_CALL(h, C_SignInit, s, &mac, e->hmac_op);
         if (rv == CKR_OK)
-            rv = h->f->C_Sign(s, (CK_BYTE_PTR)in, (CK_ULONG)inl, out, outl);
+            rv = P11T_CALL(h, C_Sign, s, (CK_BYTE_PTR)in, (CK_ULONG)inl, out, outl);
         return rv;
     }
     return CKR_ARGUMENTS_BAD;

@@ -3,7 +3,8 @@
  *
  * Why the label: CKA_START_DATE/CKA_END_DATE cannot be read back on
  * CKA_PRIVATE keys in SoftHSM 2.6 and are day-granular anyway, while
- * CKA_LABEL can be changed later and has no length limit (DESIGN.md §2).
+ * CKA_LABEL can be changed later and has no length limit (docs/design.md,
+ * "Lifecycle times in CKA_LABEL").
  *
  * Grammar (single spaces, nothing else):
  *   "p11ticket/1 " ("aes" | "hmac") " ef=" T " eu=" T2 " du=" T2

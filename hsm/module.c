@@ -5,7 +5,7 @@
  * Everything here is lazy: p11t_hsm_new only records the configuration.
  * The module is loaded on the first operation, never inside
  * OSSL_provider_init, because initialising SoftHSM while OpenSSL loads its
- * configuration deadlocks (DESIGN.md §2, "Recursion and load order").
+ * configuration deadlocks (docs/design.md, "Recursion and load order").
  *
  * We never call C_Finalize at exit: SoftHSM crashes when finalized from an
  * exit handler.  The only C_Finalize is in a forked child, right before it
@@ -57,20 +57,131 @@ static p11t_module *modules; /* never freed: modules are never unloaded */
 static pid_t cur_pid;
 static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
 
-static void pid_after_fork(void)
+static pthread_once_t gate_once;
+static void gate_init(void);
+
+/* Every live handle, for the fork handlers. */
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static p11t_hsm *registry;
+
+/*
+ * fork() with other threads inside p11ticket: the prepare handler takes
+ * every lock p11ticket has, in the order the code itself takes them
+ * (refresh_lock, lock, modules_lock, cache_lock, pool_lock, the PIN store,
+ * the gate last), so it waits for scans, initialisations and token calls in
+ * flight to finish and holds new ones back; both parent and child then
+ * release them.  The child thus starts with every lock free and no thread
+ * inside the PKCS#11 library, and re-initialises lazily (forget_after_fork).
+ */
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&registry_lock);
+    for (p11t_hsm *h = registry; h != NULL; h = h->next)
+        pthread_mutex_lock(&h->refresh_lock);
+    for (p11t_hsm *h = registry; h != NULL; h = h->next)
+        pthread_mutex_lock(&h->lock);
+    pthread_mutex_lock(&modules_lock);
+    for (p11t_hsm *h = registry; h != NULL; h = h->next)
+        pthread_rwlock_wrlock(&h->cache_lock);
+    for (p11t_hsm *h = registry; h != NULL; h = h->next)
+        pthread_mutex_lock(&h->pool_lock);
+    p11t_pin_fork_lock(1);
+    p11t_gate_exclusive(1);
+}
+
+static void fork_release(void)
+{
+    p11t_gate_exclusive(0);
+    p11t_pin_fork_lock(0);
+    for (p11t_hsm *h = registry; h != NULL; h = h->next)
+        pthread_mutex_unlock(&h->pool_lock);
+    for (p11t_hsm *h = registry; h != NULL; h = h->next)
+        pthread_rwlock_unlock(&h->cache_lock);
+    pthread_mutex_unlock(&modules_lock);
+    for (p11t_hsm *h = registry; h != NULL; h = h->next)
+        pthread_mutex_unlock(&h->lock);
+    for (p11t_hsm *h = registry; h != NULL; h = h->next)
+        pthread_mutex_unlock(&h->refresh_lock);
+    pthread_mutex_unlock(&registry_lock);
+}
+
+/* In the child the locks are re-initialised rather than released: glibc
+ * cannot release in the child a read-write lock the parent's thread held
+ * for writing (a later lock waits forever), and the child has no other
+ * thread that could hold any of them. */
+static void fork_child(void)
 {
     __atomic_store_n(&cur_pid, getpid(), __ATOMIC_RELAXED);
+    gate_init();
+    p11t_pin_fork_lock(-1);
+    for (p11t_hsm *h = registry; h != NULL; h = h->next) {
+        pthread_mutex_init(&h->pool_lock, NULL);
+        pthread_rwlock_init(&h->cache_lock, NULL);
+        pthread_mutex_init(&h->lock, NULL);
+        pthread_mutex_init(&h->refresh_lock, NULL);
+    }
+    pthread_mutex_init(&modules_lock, NULL);
+    pthread_mutex_init(&registry_lock, NULL);
 }
 
 static void pid_init(void)
 {
     cur_pid = getpid();
-    pthread_atfork(NULL, NULL, pid_after_fork);
+    pthread_once(&gate_once, gate_init);
+    pthread_atfork(fork_prepare, fork_release, fork_child);
 }
 
 static pid_t self_pid(void)
 {
     return __atomic_load_n(&cur_pid, __ATOMIC_RELAXED);
+}
+
+/*
+ * The gate in front of every PKCS#11 call (P11T_CALL).  Calls share it;
+ * two things take it alone, after every call in flight has returned and
+ * before any new one starts:
+ *  - a restart of the library (C_Finalize + C_Initialize);
+ *  - fork(): a child inherits the library's memory, including any mutex a
+ *    thread of the parent held inside it at that instant, and that thread
+ *    does not exist in the child.  A child that then entered the library
+ *    (its own C_Finalize first of all) waited forever; with the gate held
+ *    across fork() no thread is inside the library when the child is made.
+ * Writers are preferred, so that a stream of calls cannot starve a fork.
+ * The gate is never taken twice by one thread: P11T_CALL wraps exactly one
+ * call, and the library never calls back into p11ticket.
+ */
+static pthread_rwlock_t gate;
+static pthread_once_t gate_once = PTHREAD_ONCE_INIT;
+
+static void gate_init(void)
+{
+    pthread_rwlockattr_t a;
+
+    pthread_rwlockattr_init(&a);
+    pthread_rwlockattr_setkind_np(&a,
+                                  PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&gate, &a);
+    pthread_rwlockattr_destroy(&a);
+}
+
+void p11t_gate_enter(void)
+{
+    pthread_once(&gate_once, gate_init);
+    pthread_rwlock_rdlock(&gate);
+}
+
+void p11t_gate_leave(void)
+{
+    pthread_rwlock_unlock(&gate);
+}
+
+void p11t_gate_exclusive(int on)
+{
+    pthread_once(&gate_once, gate_init);
+    if (on)
+        pthread_rwlock_wrlock(&gate);
+    else
+        pthread_rwlock_unlock(&gate);
 }
 
 /*
@@ -122,6 +233,10 @@ CK_RV p11t_hsm_new(p11t_config *cfg, p11t_hsm **out, p11t_err *err)
     h->backoff_ms = BACKOFF_MIN_MS;
     atomic_init(&h->epoch, 1);
     atomic_init(&h->errors, 0);
+    pthread_mutex_lock(&registry_lock);
+    h->next = registry;
+    registry = h;
+    pthread_mutex_unlock(&registry_lock);
     *out = h;
     return CKR_OK;
 }
@@ -137,6 +252,13 @@ void p11t_hsm_free(p11t_hsm *h)
 {
     if (h == NULL)
         return;
+    pthread_mutex_lock(&registry_lock);
+    for (p11t_hsm **pp = &registry; *pp != NULL; pp = &(*pp)->next)
+        if (*pp == h) {
+            *pp = h->next;
+            break;
+        }
+    pthread_mutex_unlock(&registry_lock);
     if (h->mod != NULL) {
         pthread_mutex_lock(&modules_lock);
         h->mod->users--;
@@ -231,22 +353,30 @@ found:
     return CKR_OK;
 }
 
-/* Called with modules_lock held. */
-static CK_RV initialize_locked(p11t_module *m, p11t_err *err)
+/*
+ * Called with modules_lock held.  restart: finalise and initialise again
+ * even in the process that initialised it.  C_Finalize and C_Initialize run
+ * with the gate held exclusively, so that no other thread is inside the
+ * library meanwhile (PKCS#11 leaves that undefined).
+ */
+static CK_RV initialize_locked(p11t_module *m, int restart, p11t_err *err)
 {
     CK_C_INITIALIZE_ARGS args = {0};
     CK_RV rv;
 
-    if (m->init_pid == getpid())
+    if (m->init_pid == getpid() && !restart)
         return CKR_OK;
+    p11t_gate_exclusive(1);
     if (m->init_pid != 0 && !m->adopted) {
-        /* Forked child: the parent's library state is not valid here.
-         * Finalize once per process, then start over (DESIGN.md §2). */
+        /* A forked child (the parent's library state is not valid here)
+         * or a restart: finalize, then start over (docs/design.md,
+         * "fork()"). */
         (void)m->f->C_Finalize(NULL);
         m->init_pid = 0;
     }
     args.flags = CKF_OS_LOCKING_OK;
     rv = m->f->C_Initialize(&args);
+    p11t_gate_exclusive(0);
     if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
         p11t_err_set(err, rv, "pkcs11-module: C_Initialize failed: %s",
                      p11t_rv_name(rv));
@@ -277,7 +407,7 @@ static CK_RV initialize(p11t_hsm *h, p11t_err *err)
         h->counted_pid = me;
         m->users_here++;
     }
-    rv = initialize_locked(m, err);
+    rv = initialize_locked(m, 0, err);
     pthread_mutex_unlock(&modules_lock);
     return rv;
 }
@@ -294,11 +424,8 @@ static CK_RV reinitialize_if_alone(p11t_hsm *h, p11t_err *err)
 
     pthread_mutex_lock(&modules_lock);
     if (h->mod->here_pid == getpid() && h->mod->users_here == 1 &&
-        h->mod->init_pid == getpid() && !h->mod->adopted) {
-        (void)h->f->C_Finalize(NULL);
-        h->mod->init_pid = 0;
-        rv = initialize_locked(h->mod, err);
-    }
+        h->mod->init_pid == getpid() && !h->mod->adopted)
+        rv = initialize_locked(h->mod, 1, err);
     pthread_mutex_unlock(&modules_lock);
     return rv;
 }
@@ -320,12 +447,12 @@ static CK_RV find_slot_once(p11t_hsm *h, p11t_err *err)
     size_t matches = 0;
     char seen[160] = "";
 
-    rv = h->f->C_GetSlotList(CK_TRUE, NULL, &n);
+    rv = P11T_CALL(h, C_GetSlotList, CK_TRUE, NULL, &n);
     if (rv == CKR_OK && n > 0) {
         slots = calloc(n, sizeof(*slots));
         if (slots == NULL)
             return CKR_HOST_MEMORY;
-        rv = h->f->C_GetSlotList(CK_TRUE, slots, &n);
+        rv = P11T_CALL(h, C_GetSlotList, CK_TRUE, slots, &n);
     }
     if (rv != CKR_OK) {
         free(slots);
@@ -338,8 +465,8 @@ static CK_RV find_slot_once(p11t_hsm *h, p11t_err *err)
         CK_SLOT_INFO si;
         char label[33];
 
-        if (h->f->C_GetTokenInfo(slots[i], &ti) != CKR_OK ||
-            h->f->C_GetSlotInfo(slots[i], &si) != CKR_OK)
+        if (P11T_CALL(h, C_GetTokenInfo, slots[i], &ti) != CKR_OK ||
+            P11T_CALL(h, C_GetSlotInfo, slots[i], &si) != CKR_OK)
             continue;
         if (!(ti.flags & CKF_TOKEN_INITIALIZED))
             continue;
@@ -448,7 +575,7 @@ static CK_RV login(p11t_hsm *h, p11t_err *err)
     if (rv != CKR_OK)
         return rv;
     for (int i = 0; i < LOGIN_TRIES; i++) {
-        rv = h->f->C_Login(h->login_session, CKU_USER, (CK_UTF8CHAR_PTR)pin,
+        rv = P11T_CALL(h, C_Login, h->login_session, CKU_USER, (CK_UTF8CHAR_PTR)pin,
                            (CK_ULONG)pin_len);
         if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) {
             rv = CKR_OK;
@@ -485,7 +612,7 @@ static CK_RV do_init(p11t_hsm *h, p11t_err *err)
         rv = find_slot(h, err);
     if (rv != CKR_OK)
         return rv;
-    rv = h->f->C_OpenSession(h->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
+    rv = P11T_CALL(h, C_OpenSession, h->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
                              NULL, NULL, &h->login_session);
     if (rv != CKR_OK) {
         p11t_err_set(err, rv, "token-uri: C_OpenSession failed: %s",
@@ -494,14 +621,14 @@ static CK_RV do_init(p11t_hsm *h, p11t_err *err)
     }
     rv = login(h, err);
     if (rv != CKR_OK) {
-        h->f->C_CloseSession(h->login_session);
+        P11T_CALL(h, C_CloseSession, h->login_session);
         return rv;
     }
     return CKR_OK;
 }
 
 /* A forked child inherits the parent's module state, which is not valid
- * here: finalize it and start over (DESIGN.md §2, fork()). */
+ * here: finalize it and start over (docs/design.md, "fork()"). */
 static void forget_after_fork(p11t_hsm *h)
 {
     /* The library itself is finalized and re-initialised once per process
@@ -510,9 +637,7 @@ static void forget_after_fork(p11t_hsm *h)
     h->pid = getpid();
     h->retry_at_ms = 0;
     h->backoff_ms = BACKOFF_MIN_MS;
-    pthread_mutex_init(&h->pool_lock, NULL);
-    pthread_mutex_init(&h->refresh_lock, NULL);
-    pthread_rwlock_init(&h->cache_lock, NULL);
+    /* The locks are free: the fork handlers took and released them. */
     h->pool_n = 0; /* handles belong to the parent's module instance */
     atomic_fetch_add(&h->epoch, 1);
 }
@@ -584,7 +709,7 @@ void p11t_hsm_mark_broken(p11t_hsm *h, CK_RV rv)
     if (h->ready && h->pid == getpid()) {
         /* Drop every session of the lost login; a new one comes with the
          * next initialisation. */
-        h->f->C_CloseAllSessions(h->slot);
+        P11T_CALL(h, C_CloseAllSessions, h->slot);
         __atomic_store_n(&h->ready, 0, __ATOMIC_RELEASE);
         atomic_fetch_add(&h->epoch, 1);
         p11t_err_clear(&h->init_err);
@@ -629,7 +754,7 @@ CK_RV p11t_session_get(p11t_hsm *h, CK_SESSION_HANDLE *s, unsigned *epoch,
         return CKR_OK;
     }
     pthread_mutex_unlock(&h->pool_lock);
-    rv = h->f->C_OpenSession(h->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
+    rv = P11T_CALL(h, C_OpenSession, h->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
                              NULL, NULL, s);
     if (rv != CKR_OK) {
         p11t_err_set(err, rv, "C_OpenSession failed: %s", p11t_rv_name(rv));
@@ -663,5 +788,5 @@ void p11t_session_put(p11t_hsm *h, CK_SESSION_HANDLE s, unsigned epoch, int bad)
     }
     pthread_mutex_unlock(&h->pool_lock);
     if (epoch == atomic_load(&h->epoch))
-        h->f->C_CloseSession(s);
+        P11T_CALL(h, C_CloseSession, s);
 }

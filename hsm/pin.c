@@ -23,7 +23,7 @@
 
 #include <openssl/crypto.h>
 
-#include "hsm.h"
+#include "internal.h"
 
 #define PIN_MAX 256
 #define PIN_SLOTS 4
@@ -174,6 +174,21 @@ static CK_RV pin_from_env(const char *var, char **pin, size_t *pin_len,
         return CKR_HOST_MEMORY;
     memcpy(buf, v, len);
     return pin_finish(buf, len, pin, pin_len, err, var);
+}
+
+void p11t_pin_fork_lock(int on)
+{
+    if (on > 0) {
+        pthread_mutex_lock(&store_lock);
+    } else if (on == 0) {
+        pthread_mutex_unlock(&store_lock);
+    } else {
+        /* The child: a fresh lock, and the page locked in RAM again, since
+         * memory locks are not inherited across fork() (mlock(2)). */
+        pthread_mutex_init(&store_lock, NULL);
+        if (store != NULL)
+            (void)mlock(store, sizeof(*store));
+    }
 }
 
 /* A copy of the PIN held for source, in a fresh buffer. */

@@ -13,8 +13,8 @@
  * One secret-key object of a generation, generated (value == NULL: len is
  * CKA_VALUE_LEN) or imported (value of len bytes).  Non-extractable and
  * sensitive from birth; SoftHSM will not loosen either flag later
- * (DESIGN.md §2).  Each key does one job only; the label stays modifiable
- * because it carries the lifecycle times.
+ * (docs/design.md, "Key generations").  Each key does one job only; the
+ * label stays modifiable because it carries the lifecycle times.
  */
 static CK_RV make_key(p11t_hsm *h, CK_SESSION_HANDLE s, p11t_role role,
                       const uint8_t *value, CK_ULONG len, const uint8_t *id,
@@ -51,8 +51,8 @@ static CK_RV make_key(p11t_hsm *h, CK_SESSION_HANDLE s, p11t_role role,
     CK_ULONG n = sizeof(tmpl) / sizeof(*tmpl);
 
     if (value != NULL)
-        return h->f->C_CreateObject(s, tmpl, n, out);
-    return h->f->C_GenerateKey(s, &mech, tmpl, n, out);
+        return P11T_CALL(h, C_CreateObject, s, tmpl, n, out);
+    return P11T_CALL(h, C_GenerateKey, s, &mech, tmpl, n, out);
 }
 
 /* Logged in, with a session from the pool. */
@@ -91,7 +91,7 @@ CK_RV p11t_gen_create(p11t_hsm *h, CK_SESSION_HANDLE s, CK_ULONG aes_len,
     if (!format_labels(times, aes_label, mac_label, err))
         return CKR_ARGUMENTS_BAD;
     /* The name comes from the token's RNG, like the keys themselves. */
-    rv = h->f->C_GenerateRandom(s, name, P11T_NAME_LEN);
+    rv = P11T_CALL(h, C_GenerateRandom, s, name, P11T_NAME_LEN);
     if (rv != CKR_OK) {
         p11t_err_set(err, rv, "C_GenerateRandom failed: %s", p11t_rv_name(rv));
         return rv;
@@ -107,7 +107,7 @@ CK_RV p11t_gen_create(p11t_hsm *h, CK_SESSION_HANDLE s, CK_ULONG aes_len,
     if (rv != CKR_OK) {
         p11t_err_set(err, rv, "generating the HMAC key failed: %s",
                      p11t_rv_name(rv));
-        h->f->C_DestroyObject(s, aes); /* nothing half-made stays behind */
+        P11T_CALL(h, C_DestroyObject, s, aes); /* nothing half-made stays behind */
     }
     return rv;
 }
@@ -193,7 +193,7 @@ static CK_RV for_generation(p11t_hsm *h, const uint8_t name[P11T_NAME_LEN],
 static CK_RV destroy_op(p11t_hsm *h, CK_SESSION_HANDLE s, const p11t_objinfo *o,
                         const void *arg, p11t_err *err)
 {
-    CK_RV rv = h->f->C_DestroyObject(s, o->handle);
+    CK_RV rv = P11T_CALL(h, C_DestroyObject, s, o->handle);
 
     if (rv != CKR_OK && rv != CKR_OBJECT_HANDLE_INVALID)
         p11t_err_set(err, rv, "C_DestroyObject failed: %s", p11t_rv_name(rv));
@@ -219,7 +219,7 @@ static CK_RV relabel_op(p11t_hsm *h, CK_SESSION_HANDLE s, const p11t_objinfo *o,
         return CKR_ARGUMENTS_BAD;
     }
     a.ulValueLen = (CK_ULONG)len;
-    rv = h->f->C_SetAttributeValue(s, o->handle, &a, 1);
+    rv = P11T_CALL(h, C_SetAttributeValue, s, o->handle, &a, 1);
     if (rv != CKR_OK)
         p11t_err_set(err, rv, "C_SetAttributeValue(CKA_LABEL) failed: %s",
                      p11t_rv_name(rv));
@@ -288,7 +288,7 @@ CK_RV p11t_hsm_import(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
         if (rv != CKR_OK) {
             p11t_err_set(err, rv, "storing the HMAC key failed: %s",
                          p11t_rv_name(rv));
-            h->f->C_DestroyObject(s, ao);
+            P11T_CALL(h, C_DestroyObject, s, ao);
         }
     }
     OPENSSL_cleanse(mac_buf, sizeof(mac_buf));

@@ -199,7 +199,7 @@ int main(void)
     OSSL_LIB_CTX_free(lost);
     OSSL_LIB_CTX_free(libctx);
     /* No C_Finalize here either: SoftHSM crashes when finalised at exit
-     * (docs/design.md, "SoftHSM"). */
+     * (docs/design.md, "Never C_Finalize at exit"). */
     t_env_cleanup(&env);
     return t_finish("test_shared_module");
 }
