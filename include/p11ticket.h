@@ -77,6 +77,52 @@ extern "C" {
 #define P11TICKET_PARAM_CURRENT_KEY "p11ticket-current-key"
 #define P11TICKET_PARAM_TOKEN_ERRORS "p11ticket-token-errors"
 
+/*
+ * Reason codes of the errors the provider raises, for ERR_GET_REASON().
+ *
+ * A provider's errors carry a library number that OpenSSL allocates when it
+ * loads the provider (core_vset_error() in crypto/provider_core.c), so it
+ * is not a constant: it is at least ERR_LIB_USER, and ERR_lib_error_string()
+ * gives the provider's name as loaded (OSSL_PROVIDER_get0_name(); the
+ * openssl.cnf provider_sect key, "p11ticket" by convention).  Compare the
+ * reason only after checking both, as libp11ticket does:
+ *
+ *   const char *lib = ERR_lib_error_string(e);
+ *
+ *   ERR_GET_LIB(e) >= ERR_LIB_USER && lib != NULL &&
+ *   strcmp(lib, OSSL_PROVIDER_get0_name(prov)) == 0 &&
+ *   ERR_GET_REASON(e) == P11TICKET_R_UNKNOWN_KEY
+ *
+ * P11TICKET_R_TOKEN          a PKCS#11 operation or the token itself failed
+ *                            (transient: device error, token lost, ...).
+ * P11TICKET_R_UNKNOWN_KEY    no key generation of that name in the token:
+ *                            normal after rotation, or a ticket from
+ *                            another deployment.
+ * P11TICKET_R_CONFIG         the configuration cannot work: module, token
+ *                            URI, PIN source, a wrong or locked PIN, a bad
+ *                            openssl.cnf value.  The error data names the
+ *                            openssl.cnf key at fault.
+ * P11TICKET_R_NO_ACTIVE_KEY  encrypting without a name, and no generation
+ *                            is active now.
+ * P11TICKET_R_KEY_EXPIRED    the named generation may not be used for this
+ *                            operation now (past its decrypt-until, or not
+ *                            active when encrypting).
+ * P11TICKET_R_BAD_PARAM      a parameter of the wrong type, length or value.
+ * P11TICKET_R_UNSUPPORTED    the call is outside what the algorithm does
+ *                            (raw cipher keys, padding off, two updates).
+ * P11TICKET_R_NO_DEFAULT_HMAC  no HMAC from another provider to forward
+ *                            raw-key HMAC to (the default provider is not
+ *                            active).
+ */
+#define P11TICKET_R_TOKEN 1
+#define P11TICKET_R_UNKNOWN_KEY 2
+#define P11TICKET_R_CONFIG 3
+#define P11TICKET_R_NO_ACTIVE_KEY 4
+#define P11TICKET_R_KEY_EXPIRED 5
+#define P11TICKET_R_BAD_PARAM 6
+#define P11TICKET_R_UNSUPPORTED 7
+#define P11TICKET_R_NO_DEFAULT_HMAC 8
+
 /* Length of a ticket key name (RFC 5077 section 4 key_name). */
 #define P11TICKET_KEY_NAME_LEN 16
 

@@ -7,42 +7,84 @@
  * 2 = accepted, issue a fresh ticket.  A negative value makes libssl send a
  * fatal alert, which no token problem justifies, so it is never returned.
  */
-#define _GNU_SOURCE /* strcasestr */
 #include <stdio.h>
 #include <string.h>
 
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/params.h>
+#include <openssl/provider.h>
 #include <openssl/rand.h>
 
 #include "internal.h"
 
+/* What a failed cipher or MAC init means, by the provider's reason code. */
+enum failure_kind {
+    FAILURE_OTHER,       /* not the provider's, or another reason */
+    FAILURE_UNKNOWN_KEY, /* P11TICKET_R_UNKNOWN_KEY: a normal event */
+    FAILURE_TOKEN,       /* P11TICKET_R_TOKEN: the token failed */
+    FAILURE_CONFIG,      /* P11TICKET_R_CONFIG: the operator must act */
+};
+
 struct failure {
     char text[256];  /* OpenSSL's error line plus the provider's message */
     char cause[256]; /* the provider's message alone, else the reason */
-    bool unknown_key;
+    enum failure_kind kind;
 };
+
+/*
+ * Whether e was raised by the provider that implements cipher.  A
+ * provider's reasons are filed under a library number OpenSSL allocates at
+ * load time (core_vset_error() in crypto/provider_core.c, from
+ * ERR_get_next_error_library(), so at least ERR_LIB_USER), and
+ * ERR_lib_error_string() gives that provider's name, so the reason code is
+ * only compared once the library is known to be ours.
+ */
+static bool from_provider(unsigned long e, const EVP_CIPHER *cipher)
+{
+    const OSSL_PROVIDER *prov = EVP_CIPHER_get0_provider(cipher);
+    const char *lib = ERR_lib_error_string(e);
+    const char *name = prov != NULL ? OSSL_PROVIDER_get0_name(prov) : NULL;
+
+    return ERR_GET_LIB(e) >= ERR_LIB_USER && lib != NULL && name != NULL &&
+           strcmp(lib, name) == 0;
+}
+
+static enum failure_kind classify(unsigned long e, const EVP_CIPHER *cipher)
+{
+    if (!from_provider(e, cipher))
+        return FAILURE_OTHER;
+    switch (ERR_GET_REASON(e)) {
+    case P11TICKET_R_UNKNOWN_KEY:
+        return FAILURE_UNKNOWN_KEY;
+    case P11TICKET_R_TOKEN:
+        return FAILURE_TOKEN;
+    case P11TICKET_R_CONFIG:
+        return FAILURE_CONFIG;
+    }
+    return FAILURE_OTHER;
+}
 
 /*
  * One line for the newest error raised since the callback started (`before`
  * is what the queue's newest entry was then; ERR_peek_last_error() does not
- * stop at marks).  The provider signals a name the token does not hold with a
- * reason string containing "unknown key".
+ * stop at marks), and its kind.
  */
-static void describe_error(unsigned long before, struct failure *f)
+static void describe_error(unsigned long before, const EVP_CIPHER *cipher,
+                           struct failure *f)
 {
     const char *data = NULL;
     int flags = 0;
     unsigned long e = ERR_peek_last_error_data(&data, &flags);
     char reason[200];
 
-    f->unknown_key = false;
+    f->kind = FAILURE_OTHER;
     if (e == 0 || e == before) {
         snprintf(f->text, sizeof(f->text), "no OpenSSL error reported");
         snprintf(f->cause, sizeof(f->cause), "%s", f->text);
         return;
     }
+    f->kind = classify(e, cipher);
     ERR_error_string_n(e, reason, sizeof(reason));
     if ((flags & ERR_TXT_STRING) != 0 && data != NULL && *data != '\0') {
         snprintf(f->text, sizeof(f->text), "%s (%s)", reason, data);
@@ -51,7 +93,6 @@ static void describe_error(unsigned long before, struct failure *f)
         snprintf(f->text, sizeof(f->text), "%s", reason);
         snprintf(f->cause, sizeof(f->cause), "%s", reason);
     }
-    f->unknown_key = strcasestr(f->text, "unknown key") != NULL;
 }
 
 /*
@@ -171,7 +212,7 @@ token_error:
     atomic_fetch_add(&st->errors, 1);
 refuse:
     atomic_fetch_add(&st->refused, 1);
-    describe_error(before, &f);
+    describe_error(before, cipher, &f);
     p11t_lib_log_problem(st, P11T_LIMIT_REFUSED, P11TICKET_LOG_ERROR, f.cause,
                          "no ticket issued: %s failed: %s", step, f.text);
     return 0;
@@ -213,9 +254,9 @@ static int accept_ticket(struct p11t_lib_state *st, EVP_CIPHER *cipher, SSL *s,
     return renew ? 2 : 1;
 
 fail:
-    describe_error(before, &f);
+    describe_error(before, cipher, &f);
     p11t_lib_hex(name, sizeof(name), hex);
-    if (f.unknown_key) {
+    if (f.kind == FAILURE_UNKNOWN_KEY) {
         /* Normal after rotation, or a ticket from another deployment. */
         atomic_fetch_add(&st->unknown_key, 1);
         p11t_lib_log_limited(st, P11T_LIMIT_UNKNOWN, P11TICKET_LOG_INFO,
@@ -224,9 +265,13 @@ fail:
         return 0;
     }
     atomic_fetch_add(&st->errors, 1);
+    /* A configuration error fails every handshake until someone fixes it;
+     * a token failure (or anything else) may pass by itself. */
     p11t_lib_log_problem(
-        st, P11T_LIMIT_DECRYPT, P11TICKET_LOG_WARNING, f.cause,
-        "cannot accept ticket under key %s: %s; full handshake", hex, f.text);
+        st, P11T_LIMIT_DECRYPT,
+        f.kind == FAILURE_CONFIG ? P11TICKET_LOG_ERROR : P11TICKET_LOG_WARNING,
+        f.cause, "cannot accept ticket under key %s: %s; full handshake", hex,
+        f.text);
     return 0;
 }
 

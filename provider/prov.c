@@ -5,7 +5,7 @@
  * OSSL_provider_init only records the configuration: the PKCS#11 module is
  * loaded on first use, because initialising SoftHSM while OpenSSL loads its
  * configuration deadlocks, and SoftHSM itself uses OpenSSL inside this
- * process (DESIGN.md §2).
+ * process (docs/design.md, "Recursion and load order").
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -34,7 +34,9 @@ static OSSL_FUNC_provider_get_params_fn p11t_prov_get_params;
 static OSSL_FUNC_provider_query_operation_fn p11t_prov_query;
 static OSSL_FUNC_provider_get_reason_strings_fn p11t_prov_reasons;
 
-void p11t_prov_raise(p11t_provctx *pc, int reason, const char *fmt, ...)
+/* The file, line and function are the caller's (the macros in prov.h). */
+void p11t_prov_raise_at(p11t_provctx *pc, const char *file, int line,
+                        const char *func, int reason, const char *fmt, ...)
 {
     va_list ap;
 
@@ -42,34 +44,38 @@ void p11t_prov_raise(p11t_provctx *pc, int reason, const char *fmt, ...)
         return;
     c_new_error(pc->handle);
     if (c_set_error_debug != NULL)
-        c_set_error_debug(pc->handle, OPENSSL_FILE, OPENSSL_LINE, OPENSSL_FUNC);
+        c_set_error_debug(pc->handle, file, line, func);
     va_start(ap, fmt);
+    /* A reason whose upper 8 bits are 0 is filed under this provider's own
+     * library number (core_vset_error()), which libp11ticket checks. */
     c_vset_error(pc->handle, (uint32_t)reason, fmt, ap);
     va_end(ap);
 }
 
-void p11t_prov_raise_hsm(p11t_provctx *pc, const p11t_err *e)
+void p11t_prov_raise_hsm_at(p11t_provctx *pc, const char *file, int line,
+                            const char *func, const p11t_err *e)
 {
     int reason;
 
     switch (e->rv) {
     case P11T_CKR_UNKNOWN_KEY:
-        reason = P11T_R_UNKNOWN_KEY;
+        reason = P11TICKET_R_UNKNOWN_KEY;
         break;
     case P11T_CKR_NO_ACTIVE_KEY:
-        reason = P11T_R_NO_ACTIVE_KEY;
+        reason = P11TICKET_R_NO_ACTIVE_KEY;
         break;
     case P11T_CKR_CONFIG:
     case P11T_CKR_NO_TOKEN:
     case CKR_PIN_INCORRECT:
     case CKR_PIN_LOCKED:
     case CKR_PIN_EXPIRED:
-        reason = P11T_R_CONFIG;
+        reason = P11TICKET_R_CONFIG;
         break;
     default:
-        reason = P11T_R_TOKEN;
+        reason = P11TICKET_R_TOKEN;
     }
-    p11t_prov_raise(pc, reason, "%s", e->msg[0] ? e->msg : p11t_rv_name(e->rv));
+    p11t_prov_raise_at(pc, file, line, func, reason, "%s",
+                       e->msg[0] ? e->msg : p11t_rv_name(e->rv));
 }
 
 int p11t_prov_key_name_param(p11t_provctx *pc, const OSSL_PARAM params[],
@@ -82,7 +88,7 @@ int p11t_prov_key_name_param(p11t_provctx *pc, const OSSL_PARAM params[],
         return 1;
     if (p->data_type != OSSL_PARAM_OCTET_STRING ||
         p->data_size != P11T_NAME_LEN) {
-        p11t_prov_raise(pc, P11T_R_BAD_PARAM,
+        p11t_prov_raise(pc, P11TICKET_R_BAD_PARAM,
                         P11TICKET_PARAM_KEY_NAME " must be a %d-byte octet "
                         "string", P11T_NAME_LEN);
         return 0;
@@ -92,24 +98,41 @@ int p11t_prov_key_name_param(p11t_provctx *pc, const OSSL_PARAM params[],
     return 1;
 }
 
-EVP_MAC *p11t_prov_default_hmac(p11t_provctx *pc)
+/*
+ * What the raw-key proxy forwards to: an HMAC from any provider but this
+ * one.  The query must exclude us, mandatorily: an optional or empty query
+ * can resolve to this very "HMAC" and recurse until the stack overflows
+ * (docs/design.md, "The raw-key HMAC proxy").  It must exclude nothing
+ * else: with a FIPS provider, or any other provider that offers HMAC in
+ * place of "default", "provider=default" found nothing and every routed
+ * SSL_CTX lost every HMAC.
+ *
+ * "p11ticket.token!=yes" is the exact negation of the routing property
+ * (P11TICKET_PROPERTY, on all our algorithms), so it rejects whatever a
+ * routing query would select, under any provider name.  OpenSSL 3.0 accepts
+ * it and matches a definition that lacks the property, which it compares
+ * as the Boolean "no" (ossl_property_match_count()): the default provider's
+ * HMAC ("provider=default") matches, ours does not; an explicit query also
+ * overrides an optional ?p11ticket.token=yes in default_properties
+ * (ossl_property_merge()).  "provider!=p11ticket" behaves the same on
+ * 3.0.22 but names the provider, which is one more string to keep in step.
+ */
+#define INNER_HMAC_QUERY "p11ticket.token!=yes"
+
+EVP_MAC *p11t_prov_inner_hmac(p11t_provctx *pc)
 {
     EVP_MAC *mac;
 
     pthread_mutex_lock(&pc->lock);
-    if (pc->default_hmac == NULL)
-        /*
-         * "provider=default" is mandatory: with an optional or empty query
-         * the fetch can resolve to this very provider and recurse until the
-         * stack overflows (DESIGN.md §1).
-         */
-        pc->default_hmac = EVP_MAC_fetch(pc->libctx, "HMAC", "provider=default");
-    mac = pc->default_hmac;
+    if (pc->inner_hmac == NULL)
+        pc->inner_hmac = EVP_MAC_fetch(pc->libctx, "HMAC", INNER_HMAC_QUERY);
+    mac = pc->inner_hmac;
     pthread_mutex_unlock(&pc->lock);
     if (mac == NULL)
-        p11t_prov_raise(pc, P11T_R_NO_DEFAULT_HMAC,
-                        "the default provider's HMAC is not available; "
-                        "activate the default provider in openssl.cnf");
+        p11t_prov_raise(pc, P11TICKET_R_NO_DEFAULT_HMAC,
+                        "no HMAC from another provider to forward raw-key "
+                        "HMAC to; activate the default (or FIPS) provider "
+                        "in openssl.cnf");
     return mac;
 }
 
@@ -137,14 +160,14 @@ static const OSSL_ALGORITHM *p11t_prov_query(void *provctx, int op,
 }
 
 static const OSSL_ITEM p11t_reason_strings[] = {
-    {P11T_R_TOKEN, "token operation failed"},
-    {P11T_R_UNKNOWN_KEY, "unknown key"},
-    {P11T_R_CONFIG, "configuration error"},
-    {P11T_R_NO_ACTIVE_KEY, "no active key"},
-    {P11T_R_KEY_EXPIRED, "key expired"},
-    {P11T_R_BAD_PARAM, "invalid parameter"},
-    {P11T_R_UNSUPPORTED, "operation not supported"},
-    {P11T_R_NO_DEFAULT_HMAC, "default HMAC unavailable"},
+    {P11TICKET_R_TOKEN, "token operation failed"},
+    {P11TICKET_R_UNKNOWN_KEY, "unknown key"},
+    {P11TICKET_R_CONFIG, "configuration error"},
+    {P11TICKET_R_NO_ACTIVE_KEY, "no active key"},
+    {P11TICKET_R_KEY_EXPIRED, "key expired"},
+    {P11TICKET_R_BAD_PARAM, "invalid parameter"},
+    {P11TICKET_R_UNSUPPORTED, "operation not supported"},
+    {P11TICKET_R_NO_DEFAULT_HMAC, "no HMAC to forward to"},
     {0, NULL}};
 
 static const OSSL_ITEM *p11t_prov_reasons(void *provctx)
@@ -239,7 +262,7 @@ static void p11t_prov_teardown(void *provctx)
     if (pc == NULL)
         return;
     p11t_hsm_free(pc->hsm);
-    EVP_MAC_free(pc->default_hmac);
+    EVP_MAC_free(pc->inner_hmac);
     OSSL_LIB_CTX_free(pc->libctx);
     pthread_mutex_destroy(&pc->lock);
     OPENSSL_free(pc);

@@ -11,29 +11,33 @@
 #include <openssl/evp.h>
 
 #include "hsm.h"
-
-/* Reason codes (see prov.c for the strings). */
-#define P11T_R_TOKEN 1
-#define P11T_R_UNKNOWN_KEY 2
-#define P11T_R_CONFIG 3
-#define P11T_R_NO_ACTIVE_KEY 4
-#define P11T_R_KEY_EXPIRED 5
-#define P11T_R_BAD_PARAM 6
-#define P11T_R_UNSUPPORTED 7
-#define P11T_R_NO_DEFAULT_HMAC 8
+#include "p11ticket.h" /* the reason codes, P11TICKET_R_* */
 
 typedef struct p11t_provctx {
     const OSSL_CORE_HANDLE *handle;
     OSSL_LIB_CTX *libctx; /* child of the loading libctx */
     p11t_hsm *hsm;
     pthread_mutex_t lock;
-    EVP_MAC *default_hmac; /* fetched lazily, "provider=default" */
+    EVP_MAC *inner_hmac; /* fetched lazily; see p11t_prov_inner_hmac() */
 } p11t_provctx;
 
-void p11t_prov_raise(p11t_provctx *pc, int reason, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/*
+ * Raise an OpenSSL error with a P11TICKET_R_* reason and a printf message.
+ * Macros, as pkcs11-provider's P11PROV_raise, so that ERR_get_error_all()
+ * reports the file, line and function that raised it, not this helper's.
+ */
+#define p11t_prov_raise(pc, reason, ...)                                       \
+    p11t_prov_raise_at((pc), OPENSSL_FILE, OPENSSL_LINE, OPENSSL_FUNC,         \
+                       (reason), __VA_ARGS__)
 /* Converts an hsm/ error (CK_RV + message) into an OpenSSL error. */
-void p11t_prov_raise_hsm(p11t_provctx *pc, const p11t_err *e);
+#define p11t_prov_raise_hsm(pc, e)                                             \
+    p11t_prov_raise_hsm_at((pc), OPENSSL_FILE, OPENSSL_LINE, OPENSSL_FUNC, (e))
+
+void p11t_prov_raise_at(p11t_provctx *pc, const char *file, int line,
+                        const char *func, int reason, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+void p11t_prov_raise_hsm_at(p11t_provctx *pc, const char *file, int line,
+                            const char *func, const p11t_err *e);
 /*
  * Reads P11TICKET_PARAM_KEY_NAME from params if present: returns 1 and sets
  * *found (copying the name), or 0 with an error raised if it is not a
@@ -41,8 +45,8 @@ void p11t_prov_raise_hsm(p11t_provctx *pc, const p11t_err *e);
  */
 int p11t_prov_key_name_param(p11t_provctx *pc, const OSSL_PARAM params[],
                              uint8_t name[P11T_NAME_LEN], int *found);
-/* The default provider's HMAC, for the raw-key proxy. */
-EVP_MAC *p11t_prov_default_hmac(p11t_provctx *pc);
+/* The HMAC the raw-key proxy forwards to: any provider's but ours. */
+EVP_MAC *p11t_prov_inner_hmac(p11t_provctx *pc);
 
 /*
  * auto-enable (prov_auto.c): when the provider was loaded into the default

@@ -4,7 +4,7 @@
  *
  * Never registered under a standard name: SoftHSM runs OpenSSL inside this
  * process, and a standard "AES-256-CBC" from us could route its own AES
- * back into the token (DESIGN.md §2).
+ * back into the token (docs/design.md, "Recursion and load order").
  *
  * The whole message must arrive in ONE update call, which is what libssl
  * does for tickets; that call makes one C_Encrypt / C_Decrypt, the cheapest
@@ -98,7 +98,7 @@ static int cbc_set_ctx_params(void *vctx, const OSSL_PARAM params[])
     if ((p = OSSL_PARAM_locate_const(params, OSSL_CIPHER_PARAM_PADDING)) !=
         NULL) {
         if (!OSSL_PARAM_get_uint(p, &pad) || pad != 1) {
-            p11t_prov_raise(c->pc, P11T_R_UNSUPPORTED,
+            p11t_prov_raise(c->pc, P11TICKET_R_UNSUPPORTED,
                             "padding cannot be turned off");
             return 0;
         }
@@ -123,14 +123,15 @@ static int cbc_init(cbc_ctx *c, int enc, const unsigned char *key,
      * never inherits the previous one. */
     c->have_name = 0;
     if (key != NULL) {
-        p11t_prov_raise(c->pc, P11T_R_UNSUPPORTED,
+        p11t_prov_raise(c->pc, P11TICKET_R_UNSUPPORTED,
                         "raw keys are not accepted: this cipher only uses "
                         "token keys selected by " P11TICKET_PARAM_KEY_NAME);
         return 0;
     }
     if (iv != NULL) {
         if (ivlen != P11T_IV_LEN) {
-            p11t_prov_raise(c->pc, P11T_R_BAD_PARAM, "IV must be 16 bytes");
+            p11t_prov_raise(c->pc, P11TICKET_R_BAD_PARAM,
+                            "IV must be 16 bytes");
             return 0;
         }
         memcpy(c->iv, iv, P11T_IV_LEN);
@@ -139,7 +140,7 @@ static int cbc_init(cbc_ctx *c, int enc, const unsigned char *key,
     if (!cbc_set_ctx_params(c, params))
         return 0;
     if (!enc && !c->have_name) {
-        p11t_prov_raise(c->pc, P11T_R_BAD_PARAM,
+        p11t_prov_raise(c->pc, P11TICKET_R_BAD_PARAM,
                         "decryption needs " P11TICKET_PARAM_KEY_NAME);
         return 0;
     }
@@ -159,7 +160,7 @@ static int cbc_init(cbc_ctx *c, int enc, const unsigned char *key,
         char hex[33];
 
         p11t_hex(c->name, hex);
-        p11t_prov_raise(c->pc, P11T_R_KEY_EXPIRED, "key %s is %s", hex,
+        p11t_prov_raise(c->pc, P11TICKET_R_KEY_EXPIRED, "key %s is %s", hex,
                         p11t_state_name(st));
         return 0;
     }
@@ -194,7 +195,7 @@ static int cbc_update(void *vctx, unsigned char *out, size_t *outl,
     size_t n = outsize;
 
     if (!c->ready || !c->have_iv || c->updated) {
-        p11t_prov_raise(c->pc, P11T_R_UNSUPPORTED,
+        p11t_prov_raise(c->pc, P11TICKET_R_UNSUPPORTED,
                         c->updated ? "only one update per message is supported"
                                    : "not initialised with a key name and IV");
         return 0;
@@ -204,7 +205,8 @@ static int cbc_update(void *vctx, unsigned char *out, size_t *outl,
         size_t padded = inl + BLOCK - inl % BLOCK;
 
         if (outsize < padded) {
-            p11t_prov_raise(c->pc, P11T_R_BAD_PARAM, "output buffer too small");
+            p11t_prov_raise(c->pc, P11TICKET_R_BAD_PARAM,
+                            "output buffer too small");
             return 0;
         }
         if (p11t_hsm_encrypt(c->pc->hsm, &c->key, c->iv, in, inl, out, &n,
@@ -328,7 +330,8 @@ static int cbc_get_ctx_params(void *vctx, OSSL_PARAM params[])
         return 0;
     if ((p = OSSL_PARAM_locate(params, P11TICKET_PARAM_KEY_NAME)) != NULL) {
         if (!c->have_name) {
-            p11t_prov_raise(c->pc, P11T_R_BAD_PARAM, "no key selected yet");
+            p11t_prov_raise(c->pc, P11TICKET_R_BAD_PARAM,
+                            "no key selected yet");
             return 0;
         }
         if (!OSSL_PARAM_set_octet_string(p, c->name, P11T_NAME_LEN))

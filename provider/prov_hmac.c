@@ -9,7 +9,9 @@
  * HKDF) through us too, so two modes:
  *
  *  - raw key (OSSL_MAC_PARAM_KEY or a key passed to init): an exact proxy of
- *    the default provider's HMAC; every call and parameter is forwarded.
+ *    another provider's HMAC (the default provider's, or a FIPS
+ *    provider's: p11t_prov_inner_hmac()); every call and parameter is
+ *    forwarded.
  *  - key name (P11TICKET_PARAM_KEY_NAME): CKM_SHA256_HMAC in the token.  The
  *    input is buffered and signed in one C_Sign at final.
  *
@@ -45,7 +47,7 @@ static OSSL_FUNC_mac_set_ctx_params_fn hmac_set_ctx_params;
 
 typedef struct hmac_ctx {
     p11t_provctx *pc;
-    EVP_MAC_CTX *inner; /* default provider's HMAC (raw-key mode); made on
+    EVP_MAC_CTX *inner; /* another provider's HMAC (raw-key mode); made on
                            first need, so ticket contexts never pay for it */
     int named;
     p11t_keyref key; /* key-name mode: named here, resolved by the first
@@ -63,7 +65,7 @@ static void *hmac_new(void *provctx)
     hmac_ctx *c;
 
     /* Fail early, at fetch time, if there is nothing to proxy to. */
-    if (p11t_prov_default_hmac(pc) == NULL)
+    if (p11t_prov_inner_hmac(pc) == NULL)
         return NULL;
     c = OPENSSL_zalloc(sizeof(*c));
     if (c == NULL)
@@ -80,7 +82,7 @@ static EVP_MAC_CTX *inner(hmac_ctx *c)
 
     if (c->inner != NULL)
         return c->inner;
-    mac = p11t_prov_default_hmac(c->pc);
+    mac = p11t_prov_inner_hmac(c->pc);
     if (mac != NULL)
         c->inner = EVP_MAC_CTX_new(mac);
     return c->inner;
@@ -154,7 +156,7 @@ static int hmac_set_ctx_params(void *vctx, const OSSL_PARAM params[])
         (p = OSSL_PARAM_locate_const(params, OSSL_MAC_PARAM_DIGEST)) != NULL) {
         if (p->data_type != OSSL_PARAM_UTF8_STRING ||
             !digest_is_sha256(p->data)) {
-            p11t_prov_raise(c->pc, P11T_R_BAD_PARAM,
+            p11t_prov_raise(c->pc, P11TICKET_R_BAD_PARAM,
                             "token HMAC keys only do SHA-256");
             return 0;
         }
@@ -162,7 +164,7 @@ static int hmac_set_ctx_params(void *vctx, const OSSL_PARAM params[])
     /* Ticket contexts keep no inner HMAC: there is nothing to forward. */
     if (c->named && OSSL_PARAM_locate_const(params, OSSL_MAC_PARAM_KEY) == NULL)
         return 1;
-    /* The default HMAC ignores names it does not know, ours included. */
+    /* The inner HMAC ignores names it does not know, ours included. */
     return inner(c) != NULL && EVP_MAC_CTX_set_params(c->inner, params);
 }
 
@@ -189,7 +191,7 @@ static int hmac_update(void *vctx, const unsigned char *in, size_t inl)
     if (!c->named)
         return inner(c) != NULL && EVP_MAC_update(c->inner, in, inl);
     if (inl > TICKET_MAX - c->len) {
-        p11t_prov_raise(c->pc, P11T_R_BAD_PARAM, "ticket too long");
+        p11t_prov_raise(c->pc, P11TICKET_R_BAD_PARAM, "ticket too long");
         return 0;
     }
     if (c->len + inl > c->cap) {
@@ -219,7 +221,8 @@ static int hmac_final(void *vctx, unsigned char *out, size_t *outl,
     if (!c->named)
         return inner(c) != NULL && EVP_MAC_final(c->inner, out, outl, outsize);
     if (outsize < P11T_HMAC_LEN) {
-        p11t_prov_raise(c->pc, P11T_R_BAD_PARAM, "output buffer too small");
+        p11t_prov_raise(c->pc, P11TICKET_R_BAD_PARAM,
+                        "output buffer too small");
         return 0;
     }
     if (p11t_hsm_hmac(c->pc->hsm, &c->key, c->buf, c->len, out, &e) != CKR_OK &&

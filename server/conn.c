@@ -71,19 +71,23 @@ static int serve_echo(SSL *ssl)
  * Reads the request head.  It is complete at the blank line; a request line
  * without an HTTP version (HTTP/0.9) has no head beyond it; a client that
  * closes its side after sending a request line still gets an answer.
- * Returns the number of bytes read, 0 if there is nothing to answer.
+ * Returns the number of bytes read, 0 if there is nothing to answer;
+ * *closed says whether the read ended at the peer's close_notify.
  */
-static size_t read_request(SSL *ssl, char *req, size_t size)
+static size_t read_request(SSL *ssl, char *req, size_t size, bool *closed)
 {
     size_t used = 0;
 
     req[0] = '\0';
+    *closed = false;
     while (used < size - 1) {
         int n = SSL_read(ssl, req + used, (int)(size - 1 - used));
         char *eol;
 
-        if (n <= 0)
+        if (n <= 0) {
+            *closed = SSL_get_error(ssl, n) == SSL_ERROR_ZERO_RETURN;
             return strchr(req, '\n') != NULL ? used : 0;
+        }
         used += (size_t)n;
         req[used] = '\0';
         if (strstr(req, "\r\n\r\n") != NULL || strstr(req, "\n\n") != NULL)
@@ -145,11 +149,18 @@ static int serve_www(struct p11t_srv *srv, SSL *ssl)
     char body[1024];
     char resp[sizeof(body) + 256];
     const char *code = "200 OK";
-    bool head = false;
+    bool head = false, closed;
     int blen, rlen;
 
-    if (read_request(ssl, req, sizeof(req)) == 0)
-        return 0;
+    /*
+     * A peer that closes cleanly without asking anything (s_client
+     * -reconnect with stdin closed) is owed a close_notify too: SSL_free()
+     * of a connection that sent none removes its session from the cache
+     * (ssl_clear_bad_session()), and the next session-ID resumption fails.
+     * s_server -www shuts down the same way (www_body()).
+     */
+    if (read_request(ssl, req, sizeof(req), &closed) == 0)
+        return closed;
     if (request_line_ok(req, &head)) {
         blen = status_page(srv, ssl, body, sizeof(body));
     } else {

@@ -197,7 +197,8 @@ int t_in_child(const char *what, int (*fn)(void *), void *arg)
         fprintf(stderr, "  [child %s: %s]\n", what,
                 ok && t_failed == failed ? "ok" : "FAILED");
         fflush(NULL);
-        /* _exit: the module is never finalised at exit (DESIGN.md §2). */
+        /* _exit: the module is never finalised at exit
+         * (docs/design.md, "Never C_Finalize at exit"). */
         _exit(ok && t_failed == failed ? 0 : 1);
     }
     while (waitpid(pid, &status, 0) < 0)
@@ -351,16 +352,19 @@ int t_write_cnf(const t_env *e, const char *file, const t_cnf *o, char *out,
                 size_t outlen)
 {
     static const t_cnf dflt = {0};
-    char pin_source[400], text[4096];
-    const char *providers;
+    char pin_source[400], text[4096], base_line[128], providers[256];
+    const char *base;
 
     if (o == NULL)
         o = &dflt;
+    base = o->base != NULL ? o->base : "default";
     snprintf(out, outlen, "%s/%s", e->dir, file);
     snprintf(pin_source, sizeof(pin_source), "file:%s", e->pin_file);
-    providers = o->order == T_P11T_FIRST
-                    ? "p11ticket = p11ticket_sect\ndefault = default_sect\n"
-                    : "default = default_sect\np11ticket = p11ticket_sect\n";
+    snprintf(base_line, sizeof(base_line), "%s = %s_sect\n", base, base);
+    snprintf(
+        providers, sizeof(providers), "%s%s",
+        o->order == T_P11T_FIRST ? "p11ticket = p11ticket_sect\n" : base_line,
+        o->order == T_P11T_FIRST ? base_line : "p11ticket = p11ticket_sect\n");
     snprintf(text, sizeof(text),
              "openssl_conf = openssl_init\n"
              "\n"
@@ -371,7 +375,7 @@ int t_write_cnf(const t_env *e, const char *file, const t_cnf *o, char *out,
              "[provider_sect]\n"
              "%s"
              "\n"
-             "[default_sect]\n"
+             "[%s_sect]\n"
              "activate = 1\n"
              "\n"
              "[p11ticket_sect]\n"
@@ -383,7 +387,7 @@ int t_write_cnf(const t_env *e, const char *file, const t_cnf *o, char *out,
              "activate = 1\n"
              "%s",
              o->default_props ? "alg_section = alg_sect\n" : "", providers,
-             e->provider, e->pkcs11,
+             base, e->provider, e->pkcs11,
              o->token_uri != NULL ? o->token_uri : "pkcs11:token=tickets",
              o->pin_source != NULL ? o->pin_source : pin_source,
              o->extra != NULL ? o->extra : "",

@@ -97,6 +97,10 @@ typedef struct t_cnf {
     const char *token_uri;  /* default "pkcs11:token=tickets" */
     const char *pin_source; /* default "file:DIR/pin" */
     const char *extra;      /* extra lines for the provider section, or NULL */
+    /* The provider loaded (section BASE_sect, activate = 1) in place of
+     * "default", e.g. a builtin added with OSSL_PROVIDER_add_builtin()
+     * before the file is loaded; NULL means "default". */
+    const char *base;
 } t_cnf;
 
 /* Writes DIR/<file> from opts; the path goes to out. */

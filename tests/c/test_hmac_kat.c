@@ -5,9 +5,9 @@
  *
  * Once an SSL_CTX routes HMAC to the provider, libssl runs the TLS 1.3
  * Finished MAC, the PSK binder and the TLS 1.2 CBC record MAC through it
- * with raw keys (DESIGN.md §1), so the proxy must be an exact HMAC: init,
- * split updates, dupctx mid-stream, re-init with the same key, and the
- * size / block-size parameters.
+ * with raw keys (docs/design.md, "The raw-key HMAC proxy"), so the proxy
+ * must be an exact HMAC: init, split updates, dupctx mid-stream, re-init
+ * with the same key, and the size / block-size parameters.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -377,7 +377,8 @@ int main(void)
     OSSL_LIB_CTX_free(lazy);
 
     /* With p11ticket listed first, an unqualified fetch resolves to it
-     * (DESIGN.md §1), so the proxy serves every plain HMAC user. */
+     * (docs/design.md, "Provider order and the default provider"), so the
+     * proxy serves every plain HMAC user. */
     t_section("p11ticket listed first, unqualified fetch");
     {
         t_cnf o = {.order = T_P11T_FIRST};

@@ -1,6 +1,6 @@
 /*
  * test_routed_handshake.c - TLS through an SSL_CTX whose HMAC resolves to
- * the provider (DESIGN.md §1, "three ways to do the routing").
+ * the provider (docs/design.md, "Three ways to route").
  *
  * Once routed, libssl runs the TLS 1.3 Finished MAC and PSK binder and the
  * TLS 1.2 CBC record MAC through the provider's HMAC proxy, so every cipher
@@ -15,7 +15,10 @@
  *   4. the same in the default libctx (OPENSSL_CONF, plain SSL_CTX_new, as
  *      nginx does), run in a re-executed copy of this program;
  *   5. no routing + p11ticket_enable(): tickets refused, handshakes fine,
- *      one error about routing (private libctx and default libctx).
+ *      one error about routing (private libctx and default libctx);
+ *   6. no "default" provider at all: every algorithm, HMAC included, comes
+ *      from a provider of another name (as with a FIPS provider), and the
+ *      proxy still has an HMAC to forward to.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/core_dispatch.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/provider.h>
@@ -356,6 +360,183 @@ static int unrouted_private(void *arg)
     return 1;
 }
 
+/* ---- 6. HMAC from a provider other than "default" ---------------------------
+ *
+ * A FIPS provider, or any other that offers HMAC in place of "default",
+ * names itself in its algorithms' properties ("provider=fips"), so the
+ * proxy's inner fetch must not ask for provider=default.  There is no FIPS
+ * module here.  "standin" is the default provider's algorithms, taken from
+ * a backing library context and offered under provider=standin.  (The
+ * default provider itself always says provider=default, under any
+ * provider_sect key; and OpenSSL 3.0.22 refuses "identity = default",
+ * because "default" also names the file's default section, which
+ * provider_conf_params() then walks into: "recursive section reference".)
+ */
+
+#define STANDIN "standin"
+
+static OSSL_LIB_CTX *standin_backing;
+static OSSL_PROVIDER *standin_real;
+static OSSL_FUNC_provider_query_operation_fn *standin_real_query;
+static OSSL_FUNC_provider_get_capabilities_fn *standin_real_caps;
+static OSSL_ALGORITHM *standin_algs[OSSL_OP__HIGHEST + 1];
+static char **standin_props[OSSL_OP__HIGHEST + 1];
+
+/* "provider=default[,more]" becomes "provider=standin[,more]" (encoders
+ * and decoders need the rest: output=der, structure=...). */
+static char *standin_prop(const char *real)
+{
+    static const char old[] = "provider=default";
+    const char *rest = real;
+    size_t len;
+    char *p;
+
+    if (strncmp(real, old, sizeof(old) - 1) == 0)
+        rest += sizeof(old) - 1;
+    len = strlen("provider=" STANDIN) + strlen(rest) + 2;
+    if ((p = OPENSSL_malloc(len)) != NULL)
+        snprintf(p, len, "provider=" STANDIN "%s%s",
+                 rest == real && *rest != '\0' ? "," : "", rest);
+    return p;
+}
+
+/* The real tables, made once per operation with the properties renamed. */
+static const OSSL_ALGORITHM *standin_query(void *provctx, int op, int *no_cache)
+{
+    const OSSL_ALGORITHM *real;
+    size_t n = 0;
+
+    *no_cache = 0;
+    if (op < 0 || op > OSSL_OP__HIGHEST)
+        return NULL;
+    if (standin_algs[op] != NULL)
+        return standin_algs[op];
+    real = standin_real_query(provctx, op, no_cache);
+    if (real == NULL)
+        return NULL;
+    while (real[n].algorithm_names != NULL)
+        n++;
+    standin_algs[op] = OPENSSL_zalloc((n + 1) * sizeof(*real));
+    standin_props[op] = OPENSSL_zalloc((n + 1) * sizeof(char *));
+    if (standin_algs[op] == NULL || standin_props[op] == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        standin_algs[op][i] = real[i];
+        standin_props[op][i] = standin_prop(real[i].property_definition);
+        standin_algs[op][i].property_definition = standin_props[op][i];
+    }
+    *no_cache = 0;
+    return standin_algs[op];
+}
+
+static void standin_free(void)
+{
+    for (size_t op = 0; op <= OSSL_OP__HIGHEST; op++) {
+        for (size_t i = 0; standin_props[op] != NULL &&
+                           standin_algs[op][i].algorithm_names != NULL;
+             i++)
+            OPENSSL_free(standin_props[op][i]);
+        OPENSSL_free(standin_props[op]);
+        OPENSSL_free(standin_algs[op]);
+        standin_props[op] = NULL;
+        standin_algs[op] = NULL;
+    }
+}
+
+/* TLS-GROUP: libssl learns its key exchange groups from the providers. */
+static int standin_caps(void *provctx, const char *capability,
+                        OSSL_CALLBACK *cb, void *arg)
+{
+    return standin_real_caps(provctx, capability, cb, arg);
+}
+
+/* The provider context handed out is the real default provider's, which
+ * its algorithms' functions expect. */
+static int standin_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
+                        const OSSL_DISPATCH **out, void **provctx)
+{
+    static const OSSL_DISPATCH dispatch[] = {
+        {OSSL_FUNC_PROVIDER_QUERY_OPERATION, (void (*)(void))standin_query},
+        {OSSL_FUNC_PROVIDER_GET_CAPABILITIES, (void (*)(void))standin_caps},
+        {0, NULL}};
+    const OSSL_DISPATCH *d;
+
+    (void)handle;
+    (void)in;
+    if (standin_real == NULL)
+        return 0;
+    for (d = OSSL_PROVIDER_get0_dispatch(standin_real); d->function_id != 0;
+         d++) {
+        if (d->function_id == OSSL_FUNC_PROVIDER_QUERY_OPERATION)
+            standin_real_query = OSSL_FUNC_provider_query_operation(d);
+        else if (d->function_id == OSSL_FUNC_PROVIDER_GET_CAPABILITIES)
+            standin_real_caps = OSSL_FUNC_provider_get_capabilities(d);
+    }
+    *out = dispatch;
+    *provctx = OSSL_PROVIDER_get0_provider_ctx(standin_real);
+    return standin_real_query != NULL && standin_real_caps != NULL;
+}
+
+static int no_default_provider(void *arg)
+{
+    t_cnf o = {.base = STANDIN, .default_props = 1};
+    char cnf[512];
+    OSSL_LIB_CTX *libctx;
+    SSL_CTX *sctx, *cctx;
+    p11ticket_stats st;
+    t_log log = {.want = NULL};
+
+    (void)arg;
+    t_section("HMAC from \"" STANDIN "\", no default provider: routed "
+              "handshakes, enable, resumption");
+    standin_backing = OSSL_LIB_CTX_new();
+    REQUIRE(standin_backing != NULL);
+    standin_real = OSSL_PROVIDER_load(standin_backing, "default");
+    REQUIRE(standin_real != NULL);
+    if (!CHECK(t_write_cnf(&env, "standin.cnf", &o, cnf, sizeof(cnf))))
+        return 0;
+    libctx = OSSL_LIB_CTX_new();
+    REQUIRE(libctx != NULL);
+    REQUIRE(OSSL_PROVIDER_add_builtin(libctx, STANDIN, standin_init));
+    if (!CHECKF(OSSL_LIB_CTX_load_config(libctx, cnf), "loading %s", cnf))
+        return 0;
+    /* The premise: nothing in this libctx answers provider=default, so
+     * an inner fetch that asked for it would find nothing. */
+    CHECKF(strcmp(mac_provider(libctx, "provider=default"), "(none)") == 0,
+           "premise: an HMAC with provider=default from %s",
+           mac_provider(libctx, "provider=default"));
+    CHECKF(strcmp(mac_provider(libctx, NULL), "p11ticket") == 0,
+           "an unqualified HMAC fetch comes from %s",
+           mac_provider(libctx, NULL));
+    CHECKF(strcmp(mac_provider(libctx, "provider=" STANDIN), STANDIN) == 0,
+           "premise: no HMAC from " STANDIN);
+
+    t_log_capture(&log);
+    sctx = p11ticket_SSL_CTX_new(libctx, TLS_server_method());
+    cctx = SSL_CTX_new_ex(libctx, NULL, TLS_client_method());
+    if (!CHECK(sctx != NULL && cctx != NULL))
+        return 0;
+    CHECK(t_use_new_cert(sctx, libctx));
+    SSL_CTX_set_session_cache_mode(sctx, SSL_SESS_CACHE_OFF);
+    CHECKF(p11ticket_enable(sctx) == 1, "p11ticket_enable: %s",
+           log.first_error);
+    handshakes(STANDIN, sctx, cctx, 1);
+    CHECK(p11ticket_get_stats(sctx, &st) == 1);
+    CHECKF(st.resumed == N_VARIANTS && st.errors == 0 && st.refused == 0,
+           "resumed %llu errors %llu refused %llu", st.resumed, st.errors,
+           st.refused);
+    CHECKF(log.count[P11TICKET_LOG_ERROR] == 0, "error logged: %s",
+           log.first_error);
+    t_log_capture(NULL);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(cctx);
+    OSSL_LIB_CTX_free(libctx);
+    standin_free();
+    OSSL_PROVIDER_unload(standin_real);
+    OSSL_LIB_CTX_free(standin_backing);
+    return 1;
+}
+
 /* ---- 4 and 5 in the default libctx: this program re-executed ----------------
  */
 
@@ -464,6 +645,8 @@ int main(int argc, char **argv)
     }
     CHECKF(t_in_child("unrouted private", unrouted_private, NULL),
            "no routing, private libctx");
+    CHECKF(t_in_child("no default provider", no_default_provider, NULL),
+           "every algorithm from a provider other than default");
     {
         t_cnf o = {.order = T_DEFAULT_FIRST};
 
