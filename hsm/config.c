@@ -260,7 +260,9 @@ static CK_RV config_set(p11t_config *cfg, const char *key, const char *value,
     if (strcmp(key, "refresh-interval") == 0)
         return set_uint(&cfg->refresh_s, key, value, 1, 86400, err);
     if (strcmp(key, "rescan-interval") == 0)
-        return set_uint(&cfg->rescan_s, key, value, 0, 3600, err);
+        /* At least 1: it is the only bound on the scans that clients can
+         * cause with made-up key names. */
+        return set_uint(&cfg->rescan_s, key, value, 1, 3600, err);
     if (strcmp(key, "max-sessions") == 0)
         return set_uint(&cfg->max_sessions, key, value, 1, 4096, err);
     if (strcmp(key, "session-copies") == 0)

@@ -55,6 +55,16 @@ struct p11t_hsm {
     int ready;              /* logged in, usable */
     CK_SLOT_ID slot;
     CK_SESSION_HANDLE login_session; /* keeps the login alive */
+    int login_open;         /* login_session is open (ours to close) */
+    unsigned login_epoch;   /* the epoch login_session belongs to */
+    /* Login sessions of lost epochs, closed by the next scan. */
+#define P11T_STALE_LOGINS 8
+    CK_SESSION_HANDLE stale[P11T_STALE_LOGINS];
+    size_t n_stale;
+    unsigned seen_restarts; /* mod->restarts when last looked */
+    unsigned dead_below;    /* sessions of older epochs died with a restart */
+    pid_t had_pid;          /* process in which the token was ever ready */
+    int64_t ready_since_ms; /* monotonic time of the last login */
     p11t_err init_err;      /* last initialisation failure */
     int init_permanent;     /* PIN rejected: never retry */
     int64_t retry_at_ms;    /* monotonic; no init attempt before this */
@@ -81,6 +91,8 @@ struct p11t_hsm {
     uint8_t cur_name[P11T_NAME_LEN];
     int64_t refreshed_ms;   /* monotonic time of last scan; 0 = never */
     int64_t rescan_ms;      /* last scan caused by an unknown name */
+    int64_t scan_failed_ms; /* when the last scan failed; 0 = it did not */
+    p11t_err scan_err;      /* why; both under refresh_lock */
     pthread_mutex_t refresh_lock; /* one scan at a time */
 
     atomic_uint_fast64_t errors;
@@ -114,8 +126,15 @@ CK_RV p11t_session_get(p11t_hsm *h, CK_SESSION_HANDLE *s, unsigned *epoch,
                        p11t_err *err);
 /* bad != 0: the session failed and must be closed rather than pooled. */
 void p11t_session_put(p11t_hsm *h, CK_SESSION_HANDLE s, unsigned epoch, int bad);
-/* Marks the token as lost so the next call re-initialises. */
-void p11t_hsm_mark_broken(p11t_hsm *h, CK_RV rv);
+/*
+ * A token-lost failure on a session of login epoch `epoch`: if that is the
+ * current epoch, marks the token as lost so that the next call (after a
+ * backoff if logins keep failing) re-initialises; otherwise nothing.
+ */
+void p11t_hsm_mark_broken(p11t_hsm *h, CK_RV rv, unsigned epoch);
+/* Closes login sessions of lost epochs (called by the scan, which is the
+ * only user of the login session besides the login itself). */
+void p11t_close_stale_logins(p11t_hsm *h);
 /* 1 if rv means the session/token went away (re-init needed). */
 int p11t_rv_is_token_lost(CK_RV rv);
 /* Rescan the token's objects into the cache (takes refresh_lock). */

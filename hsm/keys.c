@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 
@@ -86,50 +87,86 @@ static CK_BBOOL get_bool(p11t_hsm *h, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
     return v;
 }
 
-/* Reads one object; returns 1 if it is a well-formed p11ticket key. */
-static int read_object(p11t_hsm *h, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
-                       int detail, p11t_objinfo *oi)
+/* Errors about one attribute or one object that say nothing about the
+ * token: the object is skipped, the scan goes on. */
+static int object_error(CK_RV rv)
 {
-    CK_ATTRIBUTE a[3];
-    char *label;
-    int ok;
+    return rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_ATTRIBUTE_SENSITIVE ||
+           rv == CKR_OBJECT_HANDLE_INVALID;
+}
+
+/*
+ * Reads one object.  Returns 1 if it is a well-formed p11ticket key, 0 if it
+ * is something else (or vanished meanwhile), or a negative value with *rv
+ * set when the token failed: the whole scan is then void.
+ */
+static int read_object(p11t_hsm *h, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
+                       int detail, p11t_objinfo *oi, CK_RV *rv)
+{
+    CK_ATTRIBUTE a[5];
+    char *label = NULL;
+    int ok = 0;
 
     memset(oi, 0, sizeof(*oi));
     oi->handle = o;
-    a[0] = (CK_ATTRIBUTE){CKA_LABEL, NULL, 0};
-    if (P11T_CALL(h, C_GetAttributeValue, s, o, a, 1) != CKR_OK ||
-        a[0].ulValueLen == CK_UNAVAILABLE_INFORMATION ||
-        a[0].ulValueLen > 4096)
-        return 0;
-    label = malloc(a[0].ulValueLen + 1);
-    if (label == NULL)
-        return 0;
-    a[0].pValue = label;
-    a[1] = (CK_ATTRIBUTE){CKA_ID, oi->name, P11T_NAME_LEN};
-    a[2] = (CK_ATTRIBUTE){CKA_KEY_TYPE, &oi->key_type, sizeof(oi->key_type)};
-    ok = P11T_CALL(h, C_GetAttributeValue, s, o, a, 3) == CKR_OK &&
-         a[1].ulValueLen == P11T_NAME_LEN &&
-         p11t_label_parse(label, a[0].ulValueLen, &oi->role, &oi->times);
+    /* The label may be rewritten (retire) between the length query and the
+     * read; a longer one comes back as CKR_BUFFER_TOO_SMALL: ask again. */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        a[0] = (CK_ATTRIBUTE){CKA_LABEL, NULL, 0};
+        *rv = P11T_CALL(h, C_GetAttributeValue, s, o, a, 1);
+        if (*rv != CKR_OK)
+            return object_error(*rv) ? 0 : -1;
+        if (a[0].ulValueLen == CK_UNAVAILABLE_INFORMATION ||
+            a[0].ulValueLen > 4096)
+            return 0;
+        free(label);
+        label = malloc(a[0].ulValueLen + 1);
+        if (label == NULL) {
+            *rv = CKR_HOST_MEMORY;
+            return -1;
+        }
+        a[0].pValue = label;
+        a[1] = (CK_ATTRIBUTE){CKA_ID, oi->name, P11T_NAME_LEN};
+        a[2] = (CK_ATTRIBUTE){CKA_KEY_TYPE, &oi->key_type,
+                              sizeof(oi->key_type)};
+        a[3] = (CK_ATTRIBUTE){CKA_SENSITIVE, &oi->sensitive,
+                              sizeof(oi->sensitive)};
+        a[4] = (CK_ATTRIBUTE){CKA_EXTRACTABLE, &oi->extractable,
+                              sizeof(oi->extractable)};
+        *rv = P11T_CALL(h, C_GetAttributeValue, s, o, a, 5);
+        if (*rv != CKR_BUFFER_TOO_SMALL)
+            break;
+    }
+    if (*rv == CKR_OK)
+        ok = a[1].ulValueLen == P11T_NAME_LEN &&
+             a[3].ulValueLen == sizeof(oi->sensitive) &&
+             a[4].ulValueLen == sizeof(oi->extractable) &&
+             p11t_label_parse(label, a[0].ulValueLen, &oi->role, &oi->times);
     free(label);
+    if (*rv != CKR_OK)
+        return object_error(*rv) || *rv == CKR_BUFFER_TOO_SMALL ? 0 : -1;
     if (!ok)
         return 0;
     a[0] = (CK_ATTRIBUTE){CKA_VALUE_LEN, &oi->value_len, sizeof(oi->value_len)};
-    if (P11T_CALL(h, C_GetAttributeValue, s, o, a, 1) != CKR_OK)
+    *rv = P11T_CALL(h, C_GetAttributeValue, s, o, a, 1);
+    if (*rv != CKR_OK) {
+        if (!object_error(*rv))
+            return -1;
         oi->value_len = 0;
+    }
+    *rv = CKR_OK;
     if (detail) {
         CK_ATTRIBUTE v = {CKA_VALUE, NULL, 0};
-        CK_RV rv;
+        CK_RV vrv;
 
         oi->token = get_bool(h, s, o, CKA_TOKEN);
         oi->priv = get_bool(h, s, o, CKA_PRIVATE);
-        oi->sensitive = get_bool(h, s, o, CKA_SENSITIVE);
-        oi->extractable = get_bool(h, s, o, CKA_EXTRACTABLE);
         oi->always_sensitive = get_bool(h, s, o, CKA_ALWAYS_SENSITIVE);
         oi->never_extractable = get_bool(h, s, o, CKA_NEVER_EXTRACTABLE);
         /* Only the length is asked for; the value is never fetched. */
-        rv = P11T_CALL(h, C_GetAttributeValue, s, o, &v, 1);
+        vrv = P11T_CALL(h, C_GetAttributeValue, s, o, &v, 1);
         oi->value_readable =
-            rv == CKR_OK && v.ulValueLen != CK_UNAVAILABLE_INFORMATION;
+            vrv == CKR_OK && v.ulValueLen != CK_UNAVAILABLE_INFORMATION;
     }
     return 1;
 }
@@ -154,9 +191,20 @@ CK_RV p11t_scan_objects(p11t_hsm *h, CK_SESSION_HANDLE s, int detail,
         free(all);
         return CKR_HOST_MEMORY;
     }
-    for (size_t i = 0; i < total; i++)
-        if (read_object(h, s, all[i], detail, &out[k]))
-            k++;
+    /* All or nothing: a token that fails half-way yields no list at all,
+     * never a partial one that would look like keys were destroyed. */
+    for (size_t i = 0; i < total; i++) {
+        int r = read_object(h, s, all[i], detail, &out[k], &rv);
+
+        if (r < 0) {
+            free(all);
+            free(out);
+            p11t_err_set(err, rv, "C_GetAttributeValue failed: %s",
+                         p11t_rv_name(rv));
+            return rv;
+        }
+        k += (size_t)r;
+    }
     free(all);
     *objs = out;
     *n = k;
@@ -165,13 +213,19 @@ CK_RV p11t_scan_objects(p11t_hsm *h, CK_SESSION_HANDLE s, int detail,
 
 /* The servers' view of the token: p11t_fold_generations, plus the handles
  * operations use (the token objects until sync_copies makes copies). */
-static p11t_entry *build_entries(const p11t_objinfo *o, size_t n, size_t *out_n)
+static p11t_entry *build_entries(p11t_objinfo *o, size_t n, size_t *out_n)
 {
     p11t_keyinfo *g;
     p11t_entry *e;
-    size_t k;
+    size_t k, kept = 0;
 
-    if (p11t_fold_generations(o, n, &g, &k) != 0)
+    /* A key whose bytes could be read is not ours to use, whatever its
+     * label says: one planted with known bytes would otherwise protect new
+     * tickets.  The generation then lacks that role and is never used. */
+    for (size_t i = 0; i < n; i++)
+        if (o[i].sensitive == CK_TRUE && o[i].extractable == CK_FALSE)
+            o[kept++] = o[i];
+    if (p11t_fold_generations(o, kept, &g, &k) != 0)
         return NULL;
     e = calloc(k ? k : 1, sizeof(*e));
     for (size_t i = 0; e != NULL && i < k; i++) {
@@ -184,7 +238,8 @@ static p11t_entry *build_entries(const p11t_objinfo *o, size_t n, size_t *out_n)
     return e;
 }
 
-static CK_OBJECT_HANDLE copy_to_session(p11t_hsm *h, CK_OBJECT_HANDLE obj)
+static CK_OBJECT_HANDLE copy_to_session(p11t_hsm *h, CK_SESSION_HANDLE login,
+                                        CK_OBJECT_HANDLE obj)
 {
     CK_BBOOL f = CK_FALSE;
     CK_ATTRIBUTE tmpl[] = {{CKA_TOKEN, &f, sizeof(f)}};
@@ -192,17 +247,17 @@ static CK_OBJECT_HANDLE copy_to_session(p11t_hsm *h, CK_OBJECT_HANDLE obj)
 
     /* Created from the login session, so the copy lives as long as the
      * login does (session objects die with the session that made them). */
-    if (P11T_CALL(h, C_CopyObject, h->login_session, obj, tmpl, 1, &copy) != CKR_OK)
+    if (P11T_CALL(h, C_CopyObject, login, obj, tmpl, 1, &copy) != CKR_OK)
         return CK_INVALID_HANDLE;
     return copy;
 }
 
-static void destroy_copies(p11t_hsm *h, p11t_entry *e)
+static void destroy_copies(p11t_hsm *h, CK_SESSION_HANDLE login, p11t_entry *e)
 {
     if (!e->copied)
         return;
-    P11T_CALL(h, C_DestroyObject, h->login_session, e->aes_op);
-    P11T_CALL(h, C_DestroyObject, h->login_session, e->hmac_op);
+    P11T_CALL(h, C_DestroyObject, login, e->aes_op);
+    P11T_CALL(h, C_DestroyObject, login, e->hmac_op);
     e->copied = 0;
 }
 
@@ -212,8 +267,8 @@ static void destroy_copies(p11t_hsm *h, p11t_entry *e)
  * the copies of generations that are gone or changed.  Old copies from an
  * earlier epoch died with their sessions and are simply forgotten.
  */
-static void sync_copies(p11t_hsm *h, p11t_entry *ne, size_t nn,
-                        p11t_entry *old, size_t no, int old_valid)
+static void sync_copies(p11t_hsm *h, CK_SESSION_HANDLE login, p11t_entry *ne,
+                        size_t nn, p11t_entry *old, size_t no, int old_valid)
 {
     int64_t now = (int64_t)time(NULL);
 
@@ -234,15 +289,15 @@ static void sync_copies(p11t_hsm *h, p11t_entry *ne, size_t nn,
             e->info.has_hmac != 1 ||
             p11t_lifecycle_state(&e->info.times, now) == P11T_STATE_EXPIRED)
             continue;
-        e->aes_op = copy_to_session(h, e->aes);
-        e->hmac_op = copy_to_session(h, e->hmac);
+        e->aes_op = copy_to_session(h, login, e->aes);
+        e->hmac_op = copy_to_session(h, login, e->hmac);
         if (e->aes_op == CK_INVALID_HANDLE || e->hmac_op == CK_INVALID_HANDLE) {
             /* Not copyable (CKA_COPYABLE false, or no support): use the
              * token objects directly. */
             if (e->aes_op != CK_INVALID_HANDLE)
-                P11T_CALL(h, C_DestroyObject, h->login_session, e->aes_op);
+                P11T_CALL(h, C_DestroyObject, login, e->aes_op);
             if (e->hmac_op != CK_INVALID_HANDLE)
-                P11T_CALL(h, C_DestroyObject, h->login_session, e->hmac_op);
+                P11T_CALL(h, C_DestroyObject, login, e->hmac_op);
             e->aes_op = e->aes;
             e->hmac_op = e->hmac;
             continue;
@@ -250,7 +305,7 @@ static void sync_copies(p11t_hsm *h, p11t_entry *ne, size_t nn,
         e->copied = 1;
     }
     for (size_t j = 0; old_valid && j < no; j++)
-        destroy_copies(h, &old[j]);
+        destroy_copies(h, login, &old[j]);
 }
 
 static int entry_cmp(const void *a, const void *b)
@@ -259,22 +314,83 @@ static int entry_cmp(const void *a, const void *b)
                   ((const p11t_entry *)b)->info.name, P11T_NAME_LEN);
 }
 
+/*
+ * SoftHSM whose token directory vanished or became unreadable keeps
+ * answering C_FindObjects with CKR_OK and no objects, and its token flags
+ * drop to 0 (not even CKF_TOKEN_INITIALIZED); it never sees the token again
+ * without a restart (docs/design.md, "SoftHSM facts the code depends on").
+ * So a scan first asks whether the token is still there.
+ */
+static CK_RV token_present(p11t_hsm *h, p11t_err *err)
+{
+    CK_TOKEN_INFO ti;
+    CK_RV rv = CKR_OK;
+
+    /* Another process's C_Login rewrites SoftHSM's token file, and a read
+     * at that moment fails (CKR_GENERAL_ERROR) for a few milliseconds: only
+     * a token that stays away is gone. */
+    for (int attempt = 0; attempt < 4; attempt++) {
+        if (attempt > 0)
+            usleep(10000u << attempt);
+        rv = P11T_CALL(h, C_GetTokenInfo, h->slot, &ti);
+        if (rv == CKR_OK && !(ti.flags & CKF_TOKEN_INITIALIZED))
+            rv = CKR_TOKEN_NOT_RECOGNIZED;
+        if (rv == CKR_OK)
+            return CKR_OK;
+    }
+    if (rv != CKR_OK)
+        p11t_err_set(err, rv, "token-uri: the token is gone (%s)",
+                     p11t_rv_name(rv));
+    return rv;
+}
+
+/* The login session and its epoch, as the scan must use them: read under
+ * h->lock, since a re-login replaces them. */
+static void login_snapshot(p11t_hsm *h, CK_SESSION_HANDLE *s, unsigned *ep)
+{
+    pthread_mutex_lock(&h->lock);
+    *s = h->login_session;
+    *ep = h->login_open ? h->login_epoch : 0;
+    pthread_mutex_unlock(&h->lock);
+}
+
+/*
+ * Called with refresh_lock held.  All or nothing: whatever fails, the
+ * previous cache stays as it was (and ages out: it is not used once it is
+ * refresh-interval old).  A failure that means the token is lost starts a
+ * recovery for the epoch it happened in.
+ */
 static CK_RV refresh_locked(p11t_hsm *h, p11t_err *err)
 {
-    CK_SESSION_HANDLE s;
-    unsigned ep;
-    p11t_objinfo *objs;
+    CK_SESSION_HANDLE s, login;
+    unsigned ep, login_ep;
+    p11t_objinfo *objs = NULL;
     p11t_entry *entries, *old;
-    size_t n, ne;
+    size_t n = 0, ne;
     CK_RV rv;
 
+    p11t_close_stale_logins(h);
     rv = p11t_session_get(h, &s, &ep, err);
     if (rv != CKR_OK)
         return rv;
-    rv = p11t_scan_objects(h, s, 0, &objs, &n, err);
+    rv = token_present(h, err);
+    if (rv == CKR_OK)
+        rv = p11t_scan_objects(h, s, 0, &objs, &n, err);
     p11t_session_put(h, s, ep, rv != CKR_OK);
-    if (rv != CKR_OK)
+    if (rv != CKR_OK) {
+        if (p11t_rv_is_token_lost(rv))
+            p11t_hsm_mark_broken(h, rv, ep);
         return rv;
+    }
+    login_snapshot(h, &login, &login_ep);
+    if (login_ep != ep) {
+        /* A re-login happened meanwhile: this scan belongs to a past
+         * epoch.  The next lookup scans again. */
+        free(objs);
+        p11t_err_set(err, P11T_CKR_BACKOFF, "token-uri: logged in again "
+                     "during a scan");
+        return P11T_CKR_BACKOFF;
+    }
     entries = build_entries(objs, n, &ne);
     free(objs);
     if (entries == NULL)
@@ -291,7 +407,8 @@ static CK_RV refresh_locked(p11t_hsm *h, p11t_err *err)
      * sees a handle while it changes hands.  An operation still holding a
      * destroyed copy through an older key reference gets
      * CKR_KEY_HANDLE_INVALID and resolves again (run()). */
-    sync_copies(h, entries, ne, old, h->n_entries, h->cache_epoch == ep);
+    sync_copies(h, login, entries, ne, old, h->n_entries,
+                h->cache_epoch == ep);
     h->entries = entries;
     h->n_entries = ne;
     h->cache_epoch = ep;
@@ -350,11 +467,12 @@ static int auto_rotate(p11t_hsm *h)
 
             if (memcmp(en->info.name, plan.destroy[i], P11T_NAME_LEN) != 0)
                 continue;
-            if (en->info.has_aes == 1)
-                P11T_CALL(h, C_DestroyObject, s, en->aes);
-            if (en->info.has_hmac == 1)
-                P11T_CALL(h, C_DestroyObject, s, en->hmac);
-            changed = 1;
+            if (en->info.has_aes == 1 &&
+                P11T_CALL(h, C_DestroyObject, s, en->aes) == CKR_OK)
+                changed = 1;
+            if (en->info.has_hmac == 1 &&
+                P11T_CALL(h, C_DestroyObject, s, en->hmac) == CKR_OK)
+                changed = 1;
         }
         pthread_rwlock_unlock(&h->cache_lock);
     }
@@ -406,12 +524,39 @@ static int cache_stale(p11t_hsm *h, int64_t max_age)
     return stale;
 }
 
+/* Failed scans are not repeated more often than this: during an outage
+ * every handshake would otherwise start one. */
+#define SCAN_RETRY_MS 1000
+
+/* Called with refresh_lock held: a scan, unless one failed a moment ago. */
+static CK_RV scan_now(p11t_hsm *h, p11t_err *err)
+{
+    int64_t now = p11t_mono_ms();
+    CK_RV rv;
+
+    if (h->scan_failed_ms != 0 && now - h->scan_failed_ms < SCAN_RETRY_MS) {
+        p11t_err_set(err, h->scan_err.rv, "%s", h->scan_err.msg);
+        return h->scan_err.rv != CKR_OK ? h->scan_err.rv : P11T_CKR_BACKOFF;
+    }
+    p11t_err_clear(&h->scan_err);
+    rv = refresh_and_rotate(h, &h->scan_err);
+    h->scan_failed_ms = rv == CKR_OK ? 0 : p11t_mono_ms();
+    if (rv != CKR_OK)
+        p11t_err_set(err, h->scan_err.rv, "%s", h->scan_err.msg);
+    return rv;
+}
+
 /*
- * Refresh a cache older than refresh-interval.  One thread scans; the
- * others do not wait for it but go on with the aged cache, so the periodic
- * scan never stalls their handshakes -- up to twice refresh-interval,
- * after which they wait too.  *max_age is the age the caller may accept
- * now.  An unusable cache (new module instance) always waits.
+ * Keep the cache younger than refresh-interval without making handshakes
+ * wait for a scan.  From 3/4 of the interval on, the first thread to get
+ * refresh_lock scans (its own handshake pays for it); the others do not
+ * wait but go on with the cache, which is still young enough.  A cache
+ * that reached refresh-interval, or an unusable one (a new login), is never
+ * used: the thread that finds it so scans, or, if another thread is
+ * scanning already, returns at once without a key (a full handshake).  So
+ * a key removed from the token is out of use everywhere within
+ * refresh-interval plus one scan, whether or not handshakes arrive.
+ * *max_age is the age the caller may accept now.
  */
 static CK_RV ensure_fresh(p11t_hsm *h, int64_t *max_age, p11t_err *err)
 {
@@ -419,32 +564,37 @@ static CK_RV ensure_fresh(p11t_hsm *h, int64_t *max_age, p11t_err *err)
     CK_RV rv = CKR_OK;
 
     *max_age = r;
-    if (!cache_stale(h, r))
+    if (!cache_stale(h, r - r / 4))
         return CKR_OK;
     if (pthread_mutex_trylock(&h->refresh_lock) != 0) {
-        if (!cache_stale(h, 2 * r)) {
-            *max_age = 2 * r; /* someone is scanning: use what we have */
-            return CKR_OK;
-        }
-        pthread_mutex_lock(&h->refresh_lock);
+        if (!cache_stale(h, r))
+            return CKR_OK; /* someone is scanning: use what we have */
+        p11t_err_set(err, P11T_CKR_BACKOFF,
+                     "token-uri: the key cache is being refreshed");
+        return P11T_CKR_BACKOFF;
     }
-    if (cache_stale(h, r))
-        rv = refresh_and_rotate(h, err);
+    if (cache_stale(h, r - r / 4))
+        rv = scan_now(h, err);
     pthread_mutex_unlock(&h->refresh_lock);
+    /* A failed scan leaves the old cache, usable while younger than r. */
+    if (rv != CKR_OK && !cache_stale(h, r))
+        rv = CKR_OK;
     return rv;
 }
 
-/* Rescan for a reason other than age, at most once per rescan-interval. */
+/* Rescan for a reason other than age, at most once per rescan-interval,
+ * and never waiting for a scan another thread is running. */
 static int rescan_limited(p11t_hsm *h, p11t_err *err)
 {
     int64_t now = p11t_mono_ms();
     int done = 0;
 
-    pthread_mutex_lock(&h->refresh_lock);
+    if (pthread_mutex_trylock(&h->refresh_lock) != 0)
+        return 0;
     if (h->rescan_ms == 0 ||
         now - h->rescan_ms >= (int64_t)h->cfg->rescan_s * 1000) {
         h->rescan_ms = now;
-        done = refresh_and_rotate(h, err) == CKR_OK;
+        done = scan_now(h, err) == CKR_OK;
     }
     pthread_mutex_unlock(&h->refresh_lock);
     return done;
@@ -771,7 +921,7 @@ static CK_RV run(p11t_hsm *h, enum op op, p11t_keyref *ref, const uint8_t *iv,
                 p11t_cache_refresh(h, &scratch) == CKR_OK)
                 continue;
         } else if (p11t_rv_is_token_lost(rv)) {
-            p11t_hsm_mark_broken(h, rv);
+            p11t_hsm_mark_broken(h, rv, ep);
         }
         break;
     }

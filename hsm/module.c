@@ -28,6 +28,8 @@
 #define FIRST_SLEEP_MS 10
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 30000
+/* A login that fails again within this time is not retried at once. */
+#define QUICK_LOSS_MS 10000
 
 struct p11t_module {
     p11t_module *next;
@@ -39,6 +41,10 @@ struct p11t_module {
      * key, say) initialised the library first: we share it and never
      * finalise it, in this process or in a forked child. */
     int adopted;
+    /* C_Finalize calls made by p11ticket in this process: every session
+     * and object handle from before one is meaningless, and a restarted
+     * library hands the same numbers out again. */
+    unsigned restarts;
     unsigned users;
     /* Instances that have used the module in process here_pid.  A forked
      * child inherits `users` but starts with no active instance. */
@@ -373,6 +379,7 @@ static CK_RV initialize_locked(p11t_module *m, int restart, p11t_err *err)
          * "fork()"). */
         (void)m->f->C_Finalize(NULL);
         m->init_pid = 0;
+        m->restarts++;
     }
     args.flags = CKF_OS_LOCKING_OK;
     rv = m->f->C_Initialize(&args);
@@ -600,6 +607,72 @@ static CK_RV login(p11t_hsm *h, p11t_err *err)
     return rv;
 }
 
+/*
+ * Called with h->lock held.  If the library was finalised since this
+ * instance last looked, no handle from before means anything any more:
+ * sessions of every epoch up to now are dead and never closed (their
+ * numbers may belong to new sessions now).
+ */
+static void note_restarts(p11t_hsm *h)
+{
+    unsigned r;
+
+    if (h->mod == NULL)
+        return;
+    pthread_mutex_lock(&modules_lock);
+    r = h->mod->restarts;
+    pthread_mutex_unlock(&modules_lock);
+    if (r == h->seen_restarts)
+        return;
+    h->seen_restarts = r;
+    __atomic_store_n(&h->dead_below, atomic_load(&h->epoch) + 1,
+                     __ATOMIC_RELEASE);
+    h->n_stale = 0;
+    h->login_open = 0;
+}
+
+/* 1 if sessions of epoch ep died with a library restart (or a fork). */
+static int epoch_dead(const p11t_hsm *h, unsigned ep)
+{
+    return (int)(ep - __atomic_load_n(&h->dead_below, __ATOMIC_ACQUIRE)) < 0;
+}
+
+/* Called with h->lock held.  The login session of a lost epoch may still
+ * carry session copies another thread is using; it is closed later, by the
+ * next scan (p11t_close_stale_logins). */
+static void retire_login(p11t_hsm *h)
+{
+    if (!h->login_open)
+        return;
+    h->login_open = 0;
+    if (epoch_dead(h, h->login_epoch))
+        return;
+    if (h->n_stale < P11T_STALE_LOGINS)
+        h->stale[h->n_stale++] = h->login_session;
+    /* Beyond that many unclosed logins the oldest is simply left open:
+     * better a leaked session than one closed under a running operation. */
+}
+
+void p11t_close_stale_logins(p11t_hsm *h)
+{
+    CK_SESSION_HANDLE stale[P11T_STALE_LOGINS];
+    size_t n;
+
+    pthread_mutex_lock(&h->lock);
+    n = h->n_stale;
+    memcpy(stale, h->stale, n * sizeof(*stale));
+    h->n_stale = 0;
+    pthread_mutex_unlock(&h->lock);
+    if (n == 0)
+        return;
+    /* Their session copies die with them: hold every call back meanwhile,
+     * so that no operation runs on a copy while SoftHSM destroys it. */
+    p11t_gate_exclusive(1);
+    for (size_t i = 0; i < n; i++)
+        (void)h->f->C_CloseSession(stale[i]);
+    p11t_gate_exclusive(0);
+}
+
 /* Called with h->lock held. */
 static CK_RV do_init(p11t_hsm *h, p11t_err *err)
 {
@@ -610,6 +683,7 @@ static CK_RV do_init(p11t_hsm *h, p11t_err *err)
         rv = initialize(h, err);
     if (rv == CKR_OK)
         rv = find_slot(h, err);
+    note_restarts(h);
     if (rv != CKR_OK)
         return rv;
     rv = P11T_CALL(h, C_OpenSession, h->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
@@ -624,6 +698,7 @@ static CK_RV do_init(p11t_hsm *h, p11t_err *err)
         P11T_CALL(h, C_CloseSession, h->login_session);
         return rv;
     }
+    h->login_open = 1;
     return CKR_OK;
 }
 
@@ -639,7 +714,29 @@ static void forget_after_fork(p11t_hsm *h)
     h->backoff_ms = BACKOFF_MIN_MS;
     /* The locks are free: the fork handlers took and released them. */
     h->pool_n = 0; /* handles belong to the parent's module instance */
+    h->n_stale = 0;
+    h->login_open = 0;
     atomic_fetch_add(&h->epoch, 1);
+    __atomic_store_n(&h->dead_below, atomic_load(&h->epoch),
+                     __ATOMIC_RELEASE);
+}
+
+static unsigned backoff_max_ms(const p11t_hsm *h)
+{
+    /* A token that comes back is in use again within refresh-interval:
+     * never wait longer than half of it between attempts. */
+    unsigned half = h->cfg->refresh_s * 500u;
+
+    return half < BACKOFF_MIN_MS   ? BACKOFF_MIN_MS
+           : half > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
+                                   : half;
+}
+
+static void grow_backoff(p11t_hsm *h)
+{
+    unsigned max = backoff_max_ms(h);
+
+    h->backoff_ms = h->backoff_ms * 2 > max ? max : h->backoff_ms * 2;
 }
 
 CK_RV p11t_hsm_ready(p11t_hsm *h, p11t_err *err)
@@ -654,7 +751,20 @@ CK_RV p11t_hsm_ready(p11t_hsm *h, p11t_err *err)
     if (__atomic_load_n(&h->ready, __ATOMIC_ACQUIRE) && h->pid == self_pid())
         return CKR_OK;
 
-    pthread_mutex_lock(&h->lock);
+    /*
+     * One thread (re)initialises; once this process has had the token, the
+     * others do not wait for it (a login may retry for a while) but fail at
+     * once, and their handshakes go on without tickets.  The very first
+     * initialisation is waited for.
+     */
+    if (pthread_mutex_trylock(&h->lock) != 0) {
+        if (__atomic_load_n(&h->had_pid, __ATOMIC_ACQUIRE) == self_pid()) {
+            p11t_err_set(err, P11T_CKR_BACKOFF,
+                         "token-uri: the token is being reconnected");
+            return P11T_CKR_BACKOFF;
+        }
+        pthread_mutex_lock(&h->lock);
+    }
     if (h->pid != getpid())
         forget_after_fork(h);
     if (h->ready) {
@@ -673,18 +783,20 @@ CK_RV p11t_hsm_ready(p11t_hsm *h, p11t_err *err)
         return P11T_CKR_BACKOFF;
     }
     p11t_err_clear(&h->init_err);
+    retire_login(h);
     rv = do_init(h, &h->init_err);
     if (rv != CKR_OK) {
         h->init_permanent = pin_error_is_permanent(rv);
         h->retry_at_ms = p11t_mono_ms() + h->backoff_ms;
-        h->backoff_ms = h->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
-                                                            : h->backoff_ms * 2;
+        grow_backoff(h);
         p11t_err_set(err, h->init_err.rv, "%s", h->init_err.msg);
         pthread_mutex_unlock(&h->lock);
         return rv;
     }
-    h->backoff_ms = BACKOFF_MIN_MS;
     atomic_fetch_add(&h->epoch, 1);
+    h->login_epoch = atomic_load(&h->epoch);
+    h->ready_since_ms = p11t_mono_ms();
+    __atomic_store_n(&h->had_pid, getpid(), __ATOMIC_RELEASE);
     __atomic_store_n(&h->ready, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&h->lock);
     return CKR_OK;
@@ -703,19 +815,34 @@ int p11t_rv_is_token_lost(CK_RV rv)
            rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_TOKEN_NOT_RECOGNIZED;
 }
 
-void p11t_hsm_mark_broken(p11t_hsm *h, CK_RV rv)
+void p11t_hsm_mark_broken(p11t_hsm *h, CK_RV rv, unsigned epoch)
 {
+    int64_t now;
+
     pthread_mutex_lock(&h->lock);
-    if (h->ready && h->pid == getpid()) {
-        /* Drop every session of the lost login; a new one comes with the
-         * next initialisation. */
-        P11T_CALL(h, C_CloseAllSessions, h->slot);
+    /*
+     * Only the first failure of the current login epoch starts a recovery.
+     * A failure on a session of an older epoch is a leftover of a loss that
+     * is already being handled: that session is simply dropped.  Nothing is
+     * closed here: other threads may be using their sessions right now.
+     */
+    if (h->ready && h->pid == getpid() && epoch == atomic_load(&h->epoch)) {
         __atomic_store_n(&h->ready, 0, __ATOMIC_RELEASE);
         atomic_fetch_add(&h->epoch, 1);
         p11t_err_clear(&h->init_err);
         p11t_err_set(&h->init_err, rv, "token-uri: token lost (%s)",
                      p11t_rv_name(rv));
-        h->retry_at_ms = 0; /* try again at once, then back off */
+        /* A login that keeps failing soon after it succeeded is retried
+         * with a growing delay: every C_Login rewrites SoftHSM's
+         * token.object, and a storm of them has emptied it. */
+        now = p11t_mono_ms();
+        if (now - h->ready_since_ms < QUICK_LOSS_MS) {
+            h->retry_at_ms = now + h->backoff_ms;
+            grow_backoff(h);
+        } else {
+            h->retry_at_ms = 0;
+            h->backoff_ms = BACKOFF_MIN_MS;
+        }
     }
     pthread_mutex_unlock(&h->lock);
 }
@@ -736,15 +863,35 @@ void p11t_hsm_status(p11t_hsm *h, char *buf, size_t len)
     pthread_mutex_unlock(&h->lock);
 }
 
+/* Closes the sessions of a pool whose epoch ended (not if it died with a
+ * library restart: those numbers may be someone else's now). */
+static void close_sessions(p11t_hsm *h, CK_SESSION_HANDLE *s, size_t n,
+                           unsigned epoch)
+{
+    if (epoch_dead(h, epoch))
+        return;
+    for (size_t i = 0; i < n; i++)
+        (void)P11T_CALL(h, C_CloseSession, s[i]);
+}
+
 CK_RV p11t_session_get(p11t_hsm *h, CK_SESSION_HANDLE *s, unsigned *epoch,
                        p11t_err *err)
 {
     unsigned ep = atomic_load(&h->epoch);
+    CK_SESSION_HANDLE *old = NULL;
+    size_t old_n = 0;
+    unsigned old_ep = 0;
     CK_RV rv;
 
     pthread_mutex_lock(&h->pool_lock);
     if (h->pool_epoch != ep) {
-        h->pool_n = 0; /* closed by C_CloseAllSessions or gone with fork */
+        /* Sessions of an ended epoch: take them out to close. */
+        if (h->pool_n > 0 && (old = malloc(h->pool_n * sizeof(*old))) != NULL) {
+            memcpy(old, h->pool, h->pool_n * sizeof(*old));
+            old_n = h->pool_n;
+            old_ep = h->pool_epoch;
+        }
+        h->pool_n = 0;
         h->pool_epoch = ep;
     }
     if (h->pool_n > 0) {
@@ -754,6 +901,10 @@ CK_RV p11t_session_get(p11t_hsm *h, CK_SESSION_HANDLE *s, unsigned *epoch,
         return CKR_OK;
     }
     pthread_mutex_unlock(&h->pool_lock);
+    if (old != NULL) {
+        close_sessions(h, old, old_n, old_ep);
+        free(old);
+    }
     rv = P11T_CALL(h, C_OpenSession, h->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
                              NULL, NULL, s);
     if (rv != CKR_OK) {
@@ -787,6 +938,5 @@ void p11t_session_put(p11t_hsm *h, CK_SESSION_HANDLE s, unsigned epoch, int bad)
         }
     }
     pthread_mutex_unlock(&h->pool_lock);
-    if (epoch == atomic_load(&h->epoch))
-        P11T_CALL(h, C_CloseSession, s);
+    close_sessions(h, &s, 1, epoch);
 }
