@@ -65,6 +65,7 @@ struct p11t_hsm {
     unsigned dead_below;    /* sessions of older epochs died with a restart */
     pid_t had_pid;          /* process in which the token was ever ready */
     int64_t ready_since_ms; /* monotonic time of the last login */
+    int64_t lost_ms;        /* monotonic time of the last loss; 0 = none */
     p11t_err init_err;      /* last initialisation failure */
     int init_permanent;     /* PIN rejected: never retry */
     int64_t retry_at_ms;    /* monotonic; no init attempt before this */

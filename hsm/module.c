@@ -28,7 +28,8 @@
 #define FIRST_SLEEP_MS 10
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 30000
-/* A login that fails again within this time is not retried at once. */
+/* A token lost again within this time of the last loss is not logged in
+ * to again at once. */
 #define QUICK_LOSS_MS 10000
 
 struct p11t_module {
@@ -571,6 +572,35 @@ static CK_RV get_pin(p11t_hsm *h, char **pin, size_t *len, p11t_err *err)
     return CKR_OK;
 }
 
+/*
+ * A token that has locked the user PIN, or would lock it at the next wrong
+ * one, gets no C_Login from a server: restarts with a wrong PIN would
+ * otherwise use up the operator's last attempt.  A token that reports
+ * neither flag is logged in to as usual.
+ */
+static CK_RV pin_state_ok(p11t_hsm *h, p11t_err *err)
+{
+    CK_TOKEN_INFO ti;
+
+    if (P11T_CALL(h, C_GetTokenInfo, h->slot, &ti) != CKR_OK)
+        return CKR_OK; /* C_Login will tell */
+    if (ti.flags & CKF_USER_PIN_LOCKED) {
+        p11t_err_set(err, CKR_PIN_LOCKED,
+                     "pin-source: the token has locked the user PIN "
+                     "(CKF_USER_PIN_LOCKED); not logging in");
+        return CKR_PIN_LOCKED;
+    }
+    if (ti.flags & CKF_USER_PIN_FINAL_TRY) {
+        p11t_err_set(err, CKR_PIN_LOCKED,
+                     "pin-source: one wrong PIN would lock the token "
+                     "(CKF_USER_PIN_FINAL_TRY); not trying the configured "
+                     "PIN: check it and log in once by hand to reset the "
+                     "counter");
+        return CKR_PIN_LOCKED;
+    }
+    return CKR_OK;
+}
+
 static CK_RV login(p11t_hsm *h, p11t_err *err)
 {
     char *pin = NULL;
@@ -578,6 +608,9 @@ static CK_RV login(p11t_hsm *h, p11t_err *err)
     unsigned delay = FIRST_SLEEP_MS;
     CK_RV rv;
 
+    rv = pin_state_ok(h, err);
+    if (rv != CKR_OK)
+        return rv;
     rv = get_pin(h, &pin, &pin_len, err);
     if (rv != CKR_OK)
         return rv;
@@ -832,17 +865,18 @@ void p11t_hsm_mark_broken(p11t_hsm *h, CK_RV rv, unsigned epoch)
         p11t_err_clear(&h->init_err);
         p11t_err_set(&h->init_err, rv, "token-uri: token lost (%s)",
                      p11t_rv_name(rv));
-        /* A login that keeps failing soon after it succeeded is retried
-         * with a growing delay: every C_Login rewrites SoftHSM's
-         * token.object, and a storm of them has emptied it. */
+        /* A token lost again soon after the last loss is logged in to
+         * again only after a growing delay: every C_Login rewrites
+         * SoftHSM's token.object, and a storm of them has emptied it. */
         now = p11t_mono_ms();
-        if (now - h->ready_since_ms < QUICK_LOSS_MS) {
+        if (h->lost_ms != 0 && now - h->lost_ms < QUICK_LOSS_MS) {
             h->retry_at_ms = now + h->backoff_ms;
             grow_backoff(h);
         } else {
-            h->retry_at_ms = 0;
+            h->retry_at_ms = 0; /* a one-off loss: log in again at once */
             h->backoff_ms = BACKOFF_MIN_MS;
         }
+        h->lost_ms = now;
     }
     pthread_mutex_unlock(&h->lock);
 }

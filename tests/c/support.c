@@ -210,6 +210,16 @@ int t_in_child(const char *what, int (*fn)(void *), void *arg)
     return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
+int t_wait_child(pid_t pid)
+{
+    int status;
+
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return 0;
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
 /* ---- the token world ---------------------------------------------------- */
 
 static const char *path_of(const char *env, const char *dflt)
@@ -387,7 +397,8 @@ int t_write_cnf(const t_env *e, const char *file, const t_cnf *o, char *out,
              "activate = 1\n"
              "%s",
              o->default_props ? "alg_section = alg_sect\n" : "", providers,
-             base, e->provider, e->pkcs11,
+             base, e->provider,
+             o->pkcs11_module != NULL ? o->pkcs11_module : e->pkcs11,
              o->token_uri != NULL ? o->token_uri : "pkcs11:token=tickets",
              o->pin_source != NULL ? o->pin_source : pin_source,
              o->extra != NULL ? o->extra : "",

@@ -101,6 +101,8 @@ typedef struct t_cnf {
      * "default", e.g. a builtin added with OSSL_PROVIDER_add_builtin()
      * before the file is loaded; NULL means "default". */
     const char *base;
+    /* pkcs11-module instead of the SoftHSM module (the fault module). */
+    const char *pkcs11_module;
 } t_cnf;
 
 /* Writes DIR/<file> from opts; the path goes to out. */
@@ -131,6 +133,8 @@ int t_key_import(const t_env *e, const char *token_label, const char *file,
  * exit status, or -1 (a signal is reported on stderr). */
 int t_run(char *const argv[], char *out, size_t outlen);
 
+/* Waits for child pid; returns 1 if it exited 0. */
+int t_wait_child(pid_t pid);
 /* Runs fn(arg) in a forked child; returns 1 if the child exited 0. */
 int t_in_child(const char *what, int (*fn)(void *), void *arg);
 

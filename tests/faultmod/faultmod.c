@@ -66,6 +66,9 @@
  *       returns CKR_SESSION_HANDLE_INVALID and forgets it.  (Every load of
  *       a file with this rule is a new "before": rewriting the file while
  *       it keeps the rule kills the sessions opened in between.)
+ *   token-flags 0xHEX
+ *       These bits are set in the flags C_GetTokenInfo returns (e.g.
+ *       0x20000 CKF_USER_PIN_FINAL_TRY, 0x40000 CKF_USER_PIN_LOCKED).
  *   hide-mech MECH
  *       MECH is missing from C_GetMechanismList; C_GetMechanismInfo and
  *       every call that takes a CK_MECHANISM (the *Init functions,
@@ -442,6 +445,7 @@ typedef struct ruleset {
     size_t nrules;
     CK_MECHANISM_TYPE *mechs; /* hidden mechanisms */
     size_t nmechs;
+    CK_FLAGS token_flags; /* ORed into C_GetTokenInfo's flags */
     char *text; /* the file's text, NULL if none */
     size_t textlen;
     int settled;     /* atomic: see rules_now() */
@@ -461,6 +465,17 @@ static int parse_u64(const char *s, uint64_t *out)
         return 0;
     errno = 0;
     *out = strtoull(s, &end, 10);
+    return errno == 0 && *end == '\0';
+}
+
+static int parse_hex(const char *s, uint64_t *out)
+{
+    char *end;
+
+    if (*s == '\0')
+        return 0;
+    errno = 0;
+    *out = strtoull(s, &end, 16);
     return errno == 0 && *end == '\0';
 }
 
@@ -619,6 +634,15 @@ static const char *parse_line(ruleset *rs, char *line, char *buf, size_t buflen)
             rs->removed = 1;
         else
             rs->invalidate = 1;
+        return NULL;
+    }
+    if (strcmp(w[0], "token-flags") == 0) {
+        uint64_t f;
+
+        if (nw != 2 || strncmp(w[1], "0x", 2) != 0 ||
+            !parse_hex(w[1] + 2, &f))
+            return "token-flags takes one hex value (0x...)";
+        rs->token_flags |= (CK_FLAGS)f;
         return NULL;
     }
     if (strcmp(w[0], "hide-mech") == 0) {
@@ -1444,7 +1468,19 @@ static CK_RV w_C_GetSlotInfo(CK_SLOT_ID slot, CK_SLOT_INFO_PTR info)
     return rv;
 }
 
-SLOT_FN(C_GetTokenInfo, (CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info), (slot, info))
+static CK_RV w_C_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
+{
+    ruleset *rs;
+    CK_RV rv;
+
+    if (enter(F_C_GetTokenInfo, &rs, &rv) ||
+        slot_gate(F_C_GetTokenInfo, rs, &rv))
+        return rv;
+    rv = FORWARD(C_GetTokenInfo, (slot, info));
+    if (rv == CKR_OK && info != NULL)
+        info->flags |= rs->token_flags;
+    return rv;
+}
 
 static CK_RV w_C_GetMechanismList(CK_SLOT_ID slot, CK_MECHANISM_TYPE_PTR list,
                                   CK_ULONG_PTR count)
