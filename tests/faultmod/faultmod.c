@@ -776,7 +776,7 @@ static ruleset *parse_text(const char *path, const filekey *key, int settled,
                            ruleset *prev)
 {
     ruleset *rs = calloc(1, sizeof(*rs));
-    char buf[300], *copy, *line, *next;
+    char buf[300], *copy = NULL, *line, *next;
     unsigned lineno = 0;
 
     if (rs == NULL) {
