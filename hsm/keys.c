@@ -338,10 +338,11 @@ static CK_RV token_present(p11t_hsm *h, p11t_err *err)
         if (rv == CKR_OK)
             return CKR_OK;
     }
-    if (rv != CKR_OK)
-        p11t_err_set(err, rv, "token-uri: the token is gone (%s)",
-                     p11t_rv_name(rv));
-    return rv;
+    /* Whatever the library answered, a token that stays away is lost:
+     * the caller must log in again (and, alone, restart the library). */
+    p11t_err_set(err, CKR_TOKEN_NOT_PRESENT, "token-uri: the token is gone (%s)",
+                 p11t_rv_name(rv));
+    return CKR_TOKEN_NOT_PRESENT;
 }
 
 /* The login session and its epoch, as the scan must use them: read under
