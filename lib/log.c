@@ -127,15 +127,25 @@ void p11t_lib_log_problem(struct p11t_lib_state *st, enum p11t_lib_limit kind,
     va_end(ap);
 }
 
-/* Called on every success, hence the atomic test before the lock. */
+/*
+ * Called on every success, hence the atomic test before the lock.  A
+ * problem that was reported gets one line when it is over, so that a log
+ * shows when tickets came back, not only when they stopped.
+ */
 void p11t_lib_problem_solved(struct p11t_lib_state *st)
 {
+    bool was;
+
     if (!atomic_load(&st->has_problem))
         return;
     pthread_mutex_lock(&st->problem_lock);
+    was = atomic_exchange(&st->has_problem, false);
     st->problem[0] = '\0';
-    atomic_store(&st->has_problem, false);
     pthread_mutex_unlock(&st->problem_lock);
+    if (was)
+        p11t_lib_log(P11TICKET_LOG_WARNING,
+                     "tickets work again: the token problem reported above "
+                     "is over");
 }
 
 /* out must hold 2 * len + 1 bytes. */

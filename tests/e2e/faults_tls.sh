@@ -18,6 +18,8 @@
 #   - after the fault ends, a ticket issued after that moment is resumed
 #     within refresh-interval (REFRESH_S);
 #   - the server is still running and the token's keys are intact;
+#   - it logged a few lines, not one per connection, and one line when
+#     tickets worked again;
 #   - for one-error: at most one re-login (C_Login counted by faultmod).
 # shellcheck source=tests/lib.sh
 . "$(dirname "$0")/../lib.sh"
@@ -173,6 +175,19 @@ note "tickets resumed $back_ms ms after the fault ended"
 ((back_ms <= REFRESH_S * 1000)) ||
     fail "tickets resumed only $back_ms ms after the fault ended (refresh-interval ${REFRESH_S} s)"
 p11t_server_alive srv
+
+# The log: a line or two when the token is lost (one per cause, not one per
+# connection) and one when tickets work again.
+log_lines=$(grep '^p11ticket: ' "$P11T_WORK/srv.err" | grep -vc 'tickets enabled' || true)
+note "p11ticket log lines: $log_lines"
+grep '^p11ticket: ' "$P11T_WORK/srv.err" | sed 's/^/      | /'
+((log_lines <= 4)) || fail "$log_lines log lines for one fault (expected a few, not one per connection)"
+case $scenario in
+all-fail | removed | dir-moved | dir-locked)
+    assert_eq 1 "$(count_lines "$P11T_WORK/srv.err" '^p11ticket: tickets work again')" \
+        "'tickets work again' lines"
+    ;;
+esac
 
 if [[ $scenario == one-error ]]; then
     logins=$("$FAULTCTL" counts "$counts" C_Login | awk '{ print $2 }')

@@ -20,9 +20,10 @@ static void usage(FILE *fp)
           "refresh-interval\n"
           "of the configuration (default 30 s); clients then do a full "
           "handshake.\n"
-          "(A server that still holds a handle to the destroyed key notices "
-          "at its next\n"
-          "use and rescans at once, so it is usually immediate.)\n"
+          "Servers keep their own session copy of a key until their next "
+          "scan, so do not\n"
+          "count on sooner; the bound holds whether or not handshakes arrive "
+          "meanwhile.\n"
           "\n"
           "If NAME was the key that encrypts, run 'p11ticket rotate' "
           "afterwards: until a\n"
@@ -83,8 +84,9 @@ static int run(p11t_tool *t, int argc, char **argv)
         return p11t_tool_report("revoke", rv, &err);
     }
     printf("revoked %s: destroyed in the token\n", hex);
-    printf("servers stop accepting its tickets within %us (refresh-interval); "
-           "clients then do a full handshake\n",
+    printf("servers stop using it (no ticket issued or accepted under it) "
+           "within %us (refresh-interval) plus one token scan; clients then "
+           "do a full handshake\n",
            t->refresh_interval);
 
     if (i >= 0) {
