@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * p11ticket-bench - how much a session ticket costs when its keys live in a
  * PKCS#11 token, next to the token's own floor and to OpenSSL's in-memory

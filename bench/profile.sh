@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # bench/profile.sh - the instruction-count profile behind docs/performance.md.
 #
 #   profile.sh BENCH PROVIDER_MODULE [PAIRS]

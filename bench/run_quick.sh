@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # bench/run_quick.sh - the CI smoke run of p11ticket-bench (ctest bench_quick).
 #
 #   run_quick.sh BENCH PROVIDER_MODULE [--full] [p11ticket-bench options]

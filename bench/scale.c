@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * scale.c - ticket operations per second with one server process and with
  * two, on the shared token.

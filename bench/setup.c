@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * setup.c - the openssl.cnf provider section, and everything the bench adds
  * to the token.

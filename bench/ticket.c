@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * ticket.c - one session ticket sealed and opened in several ways.
  *

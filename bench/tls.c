@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tls.c - server-side handshake cost, p11ticket tickets against OpenSSL's
  * built-in in-memory tickets, over memory BIOs in one process.

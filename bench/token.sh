@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # bench/token.sh - sourced by run_quick.sh and profile.sh: a throwaway
 # SoftHSM token with random PINs under mktemp -d, and an openssl.cnf whose
 # p11ticket section points at it.

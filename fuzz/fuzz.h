@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fuzz.h - the libFuzzer entry point, declared for -Werror=missing-prototypes.
  * Each fuzz_*.c defines it; libFuzzer (clang -fsanitize=fuzzer) or

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fuzz_label.c - p11t_label_parse() on arbitrary bytes.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * replay.c - main() for ordinary builds: feeds every file named on the
  * command line (directories: every regular file in them, sorted) to

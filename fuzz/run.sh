@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # fuzz/run.sh [SECONDS] [TARGET...] - build the libFuzzer targets with clang
 # and run each for SECONDS (default 60).  Targets: fuzz_label, fuzz_config
 # (fuzz/) and fuzz_keyfile (the setup tool's key-file parsers, with its seed

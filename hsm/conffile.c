@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * conffile.c - the provider section of an openssl.cnf, found the way
  * OpenSSL finds it, for the programs that read the file themselves (the

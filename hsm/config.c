@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * config.c - the openssl.cnf provider section, validated without side
  * effects: nothing is opened, loaded or read here, because the provider
@@ -26,6 +27,7 @@ p11t_config *p11t_config_new(void)
     cfg->max_sessions = DEFAULT_MAX_SESSIONS;
     cfg->session_copies = 1;
     cfg->auto_enable = 1;
+    cfg->aes_mech = P11T_AES_MECH_AUTO;
     cfg->policy.encrypt_for = 12 * 3600;
     cfg->policy.decrypt_for = 24 * 3600;
     cfg->policy.lead = 3600;
@@ -67,6 +69,24 @@ int p11t_config_auto_enable(const p11t_config *cfg)
 int p11t_config_session_copies(const p11t_config *cfg)
 {
     return cfg->session_copies;
+}
+
+p11t_aes_mech p11t_config_aes_mechanism(const p11t_config *cfg)
+{
+    return cfg->aes_mech;
+}
+
+const char *p11t_aes_mech_name(p11t_aes_mech m)
+{
+    switch (m) {
+    case P11T_AES_MECH_AUTO:
+        return "auto";
+    case P11T_AES_MECH_CBC_PAD:
+        return "cbc-pad";
+    case P11T_AES_MECH_ECB:
+        return "ecb";
+    }
+    return "?";
 }
 
 const char *p11t_config_get(const p11t_config *cfg, const char *key)
@@ -146,6 +166,23 @@ static CK_RV set_bool(int *slot, const char *key, const char *value,
     }
     p11t_err_set(err, P11T_CKR_CONFIG, "%s: '%.64s' is not yes or no", key,
                  value);
+    return P11T_CKR_CONFIG;
+}
+
+/* aes-mechanism: what the token may use for the ticket's AES-CBC
+ * (docs/design.md, "p11-kit remoting"); checked against the token at login. */
+static CK_RV set_aes_mech(p11t_config *cfg, const char *value, p11t_err *err)
+{
+    static const p11t_aes_mech all[] = {
+        P11T_AES_MECH_AUTO, P11T_AES_MECH_CBC_PAD, P11T_AES_MECH_ECB};
+
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        if (strcmp(value, p11t_aes_mech_name(all[i])) == 0) {
+            cfg->aes_mech = all[i];
+            return CKR_OK;
+        }
+    p11t_err_set(err, P11T_CKR_CONFIG,
+                 "aes-mechanism: '%.64s' is not auto, cbc-pad or ecb", value);
     return P11T_CKR_CONFIG;
 }
 
@@ -230,7 +267,7 @@ const char *const p11t_config_keys[] = {
     "pkcs11-module",  "token-uri",   "pin-source",  "refresh-interval",
     "rescan-interval", "max-sessions", "auto-rotate", "auto-enable",
     "encrypt-for",    "decrypt-for", "rotate-lead", "session-copies",
-    NULL};
+    "aes-mechanism",  NULL};
 
 /* Keys of the provider section that belong to OpenSSL itself. */
 static const char *const openssl_keys[] = {"module", "activate", "identity",
@@ -267,6 +304,8 @@ static CK_RV config_set(p11t_config *cfg, const char *key, const char *value,
         return set_uint(&cfg->max_sessions, key, value, 1, 4096, err);
     if (strcmp(key, "session-copies") == 0)
         return set_bool(&cfg->session_copies, key, value, err);
+    if (strcmp(key, "aes-mechanism") == 0)
+        return set_aes_mech(cfg, value, err);
     if (strcmp(key, "auto-rotate") == 0)
         return set_bool(&cfg->auto_rotate, key, value, err);
     if (strcmp(key, "auto-enable") == 0)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * err.c - error records and small helpers shared by the whole hsm/ layer.
  */

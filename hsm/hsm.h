@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * hsm.h - the PKCS#11 layer of p11ticket.
  *
@@ -82,6 +83,31 @@ extern const char *const p11t_config_keys[];
 /* Whether operations use session copies of the token keys
  * (session-copies, default yes). */
 int p11t_config_session_copies(const p11t_config *cfg);
+
+/*
+ * How the token computes the ticket's AES-CBC (key aes-mechanism).  The
+ * ticket format is the same either way: AES-CBC, PKCS#7 padding, the IV
+ * libssl gives.
+ *  - CBC_PAD: CKM_AES_CBC_PAD, one C_Encrypt or C_Decrypt per ticket.
+ *  - ECB: CBC built on CKM_AES_ECB, for tokens that do not offer CBC
+ *    (p11-kit 0.24's client module, docs/design.md, "p11-kit remoting"):
+ *    the chaining XOR and the padding happen in the process, on values
+ *    computable from the plaintext and the ciphertext; the key stays in
+ *    the token.
+ * AUTO is a configuration value only: CBC_PAD if the token offers it, else
+ * ECB, decided at every login.  A ticket cipher other than CBC (a mode per
+ * generation) would be a separate decision next to this one.
+ */
+typedef enum {
+    P11T_AES_MECH_AUTO = 0,
+    P11T_AES_MECH_CBC_PAD = 1,
+    P11T_AES_MECH_ECB = 2
+} p11t_aes_mech;
+
+/* aes-mechanism (default auto). */
+p11t_aes_mech p11t_config_aes_mechanism(const p11t_config *cfg);
+/* "auto", "cbc-pad" or "ecb", as the configuration spells it. */
+const char *p11t_aes_mech_name(p11t_aes_mech m);
 
 /*
  * The provider section of an openssl.cnf, for programs that read the file
@@ -258,6 +284,9 @@ void p11t_hsm_set_pin_prompt(p11t_hsm *h, p11t_pin_prompt_fn fn, void *arg);
 
 /* One-line status: "ok", "not initialised", or the last init error. */
 void p11t_hsm_status(p11t_hsm *h, char *buf, size_t len);
+/* The mechanism the last login chose (CBC_PAD or ECB), or AUTO before the
+ * first successful login. */
+p11t_aes_mech p11t_hsm_aes_mechanism(p11t_hsm *h);
 uint64_t p11t_hsm_error_count(p11t_hsm *h);
 
 /* Name of the key that encrypts at `now` (refreshing if none cached). */
@@ -292,8 +321,14 @@ CK_RV p11t_hsm_resolve_current(p11t_hsm *h, int64_t now, p11t_keyref *ref,
 /* 1 if ref is the key that encrypts at `now` (cached answer, no scan). */
 int p11t_hsm_is_current(p11t_hsm *h, const p11t_keyref *ref, int64_t now);
 
-/* CKM_AES_CBC_PAD one-shot operations with the referenced key.  *outl is
- * the capacity on input and the length written on output. */
+/*
+ * AES-CBC with PKCS#7 padding under the referenced key, by the mechanism
+ * the login chose (p11t_aes_mech).  *outl is the capacity on input and the
+ * length written on output.  Decryption of a ciphertext whose padding is
+ * wrong fails (CKR_ENCRYPTED_DATA_INVALID on the ECB path; SoftHSM's
+ * CBC_PAD answers CKR_GENERAL_ERROR), as does one that is not a positive
+ * multiple of 16 bytes.
+ */
 CK_RV p11t_hsm_encrypt(p11t_hsm *h, p11t_keyref *ref,
                        const uint8_t iv[static P11T_IV_LEN], const uint8_t *in,
                        size_t inl, uint8_t *out, size_t *outl, p11t_err *err);
@@ -364,6 +399,31 @@ CK_RV p11t_hsm_set_times(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
 CK_RV p11t_hsm_import(p11t_hsm *h, const uint8_t name[static P11T_NAME_LEN],
                       const uint8_t *aes, size_t aes_len, const uint8_t *hmac,
                       size_t hmac_len, const p11t_times *times, p11t_err *err);
+
+/* ---- slots and tokens (setup tool: `tokens`; hsm/slots.c) ---------------- */
+
+/* One slot of the module, as C_GetSlotInfo and C_GetTokenInfo describe it. */
+typedef struct p11t_slotinfo {
+    CK_SLOT_ID id;
+    CK_SLOT_INFO slot;   /* zeroed if C_GetSlotInfo failed */
+    CK_RV token_rv;      /* C_GetTokenInfo's answer; CKR_TOKEN_NOT_PRESENT
+                          * when the slot reports no token */
+    CK_TOKEN_INFO token; /* valid when token_rv == CKR_OK */
+    int selected;        /* token-uri selects this token, as the login's
+                          * slot search would */
+} p11t_slotinfo;
+
+/*
+ * Every slot of the configured pkcs11-module, with or without a token, and
+ * which tokens token-uri selects (an initialised token whose token and slot
+ * information match the URI, in its slot-id if it names one).  Loads and
+ * initialises the module, but opens no session and never logs in, so no
+ * PIN is read; h's own state is not touched.  *slots is malloc'd, free() it.
+ * CKR_OK, the configuration's error, or the module's with err naming
+ * pkcs11-module.
+ */
+CK_RV p11t_hsm_slots(p11t_hsm *h, p11t_slotinfo **slots, size_t *n,
+                     p11t_err *err);
 
 /* Hex helpers for key names (lowercase, 32 chars + NUL). */
 void p11t_hex(const uint8_t name[static P11T_NAME_LEN], char out[static 33]);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * internal.h - private to hsm/: the token handle and the helpers shared by
  * module.c, keys.c and provision.c.
@@ -24,6 +25,7 @@ struct p11t_config {
     int auto_rotate;     /* auto-rotate */
     int session_copies;  /* session-copies */
     int auto_enable;     /* auto-enable */
+    p11t_aes_mech aes_mech; /* aes-mechanism */
     p11t_policy policy;  /* encrypt-for, decrypt-for, rotate-lead */
     p11t_err err;        /* first configuration error, reported lazily */
 };
@@ -70,6 +72,10 @@ struct p11t_hsm {
     int init_permanent;     /* PIN rejected: never retry */
     int64_t retry_at_ms;    /* monotonic; no init attempt before this */
     unsigned backoff_ms;
+    /* The AES mechanism (p11t_aes_mech) the last login chose from what the
+     * token offers; written under lock before ready, read atomically by
+     * every operation (keys.c, run()). */
+    int aes_mech;
     atomic_uint epoch;      /* bumps on every (re)initialisation */
 
     /* Session pool; guarded by pool_lock. */
@@ -110,8 +116,8 @@ int64_t p11t_mono_ms(void);
 void p11t_gate_enter(void);
 void p11t_gate_leave(void);
 void p11t_gate_exclusive(int on);
-/* The PIN store's lock around fork(): taken (1) and released (0) in the
- * parent, made anew (-1) in the child. */
+/* The PIN store's lock around fork(): taken (1) before, released (0) after
+ * in parent and child. */
 void p11t_pin_fork_lock(int on);
 #define P11T_CALL(h, fn, ...)                                                  \
     __extension__({                                                            \

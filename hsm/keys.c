@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * keys.c - the handle cache and the hot-path operations.
  *
@@ -22,6 +23,11 @@
  * generations that have left the token, so a copy outlives its token object
  * by at most one refresh-interval: retire and revoke still take effect on
  * every server within that bound.
+ *
+ * The ticket cipher, AES-CBC with PKCS#7 padding, runs as CKM_AES_CBC_PAD
+ * or, on tokens without it (p11-kit's client module), as CBC built on
+ * CKM_AES_ECB (docs/design.md, "p11-kit remoting"); the login chooses
+ * (module.c, choose_mechanism()) and run() follows that choice per call.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -529,6 +535,25 @@ static int cache_stale(p11t_hsm *h, int64_t max_age)
  * every handshake would otherwise start one. */
 #define SCAN_RETRY_MS 1000
 
+/* How long a handshake may wait for another thread's scan of a cache that
+ * is too old to use: a scan of a local token takes a few milliseconds
+ * (tens under the sanitizers). */
+#define SCAN_WAIT_MS 250
+
+/* 1 if the lock was taken within ms milliseconds. */
+static int lock_within(pthread_mutex_t *m, int ms)
+{
+    struct timespec t;
+
+    /* pthread_mutex_timedlock() measures against CLOCK_REALTIME; a clock
+     * step during such a wait only lengthens or shortens one wait. */
+    clock_gettime(CLOCK_REALTIME, &t);
+    t.tv_nsec += (long)ms * 1000000L;
+    t.tv_sec += t.tv_nsec / 1000000000L;
+    t.tv_nsec %= 1000000000L;
+    return pthread_mutex_timedlock(m, &t) == 0;
+}
+
 /* Called with refresh_lock held: a scan, unless one failed a moment ago. */
 static CK_RV scan_now(p11t_hsm *h, p11t_err *err)
 {
@@ -557,6 +582,9 @@ static CK_RV scan_now(p11t_hsm *h, p11t_err *err)
  * scanning already, returns at once without a key (a full handshake).  So
  * a key removed from the token is out of use everywhere within
  * refresh-interval plus one scan, whether or not handshakes arrive.
+ * (The thread that meets a too-old cache while another scans waits up to
+ * SCAN_WAIT_MS for that scan, which ends in a few milliseconds on a local
+ * token; a slow or stuck token never holds handshakes longer.)
  * *max_age is the age the caller may accept now.
  */
 static CK_RV ensure_fresh(p11t_hsm *h, int64_t *max_age, p11t_err *err)
@@ -570,9 +598,13 @@ static CK_RV ensure_fresh(p11t_hsm *h, int64_t *max_age, p11t_err *err)
     if (pthread_mutex_trylock(&h->refresh_lock) != 0) {
         if (!cache_stale(h, r))
             return CKR_OK; /* someone is scanning: use what we have */
-        p11t_err_set(err, P11T_CKR_BACKOFF,
-                     "token-uri: the key cache is being refreshed");
-        return P11T_CKR_BACKOFF;
+        /* Too old to use: wait for that scan, but only as long as a scan
+         * normally takes, never for a slow or stuck token. */
+        if (!lock_within(&h->refresh_lock, SCAN_WAIT_MS)) {
+            p11t_err_set(err, P11T_CKR_BACKOFF,
+                         "token-uri: the key cache is being refreshed");
+            return P11T_CKR_BACKOFF;
+        }
     }
     if (cache_stale(h, r - r / 4))
         rv = scan_now(h, err);
@@ -845,9 +877,158 @@ int p11t_hsm_is_current(p11t_hsm *h, const p11t_keyref *ref, int64_t now)
 
 enum op { OP_ENCRYPT, OP_DECRYPT, OP_HMAC };
 
+#define BLOCK 16
+
+/* All ones if a < b, else 0 (a, b below 2^31), without a branch. */
+static unsigned ct_lt(unsigned a, unsigned b)
+{
+    return 0u - ((a - b) >> 31);
+}
+
+/* out and in share bytes (EVP lets a caller decrypt in place). */
+static int overlap(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+
+    return x < y + n && y < x + n;
+}
+
+/*
+ * AES-CBC encryption with PKCS#7 padding built on CKM_AES_ECB, for tokens
+ * that offer no CBC mechanism (docs/design.md, "p11-kit remoting").  One
+ * C_EncryptInit, then one C_EncryptUpdate per block on that operation,
+ * since each block's input is the plaintext block XOR the previous
+ * ciphertext block (the IV for the first), then C_EncryptFinal.  The
+ * process only ever holds the plaintext, the padding and the ciphertext,
+ * never the key.  Works in place (out == in).  *dirty: the session may
+ * still have an operation active and must not go back to the pool.
+ */
+static CK_RV ecb_encrypt(p11t_hsm *h, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key,
+                         const uint8_t *iv, const uint8_t *in, size_t inl,
+                         uint8_t *out, CK_ULONG *outl, int *dirty,
+                         const char **what)
+{
+    CK_MECHANISM ecb = {CKM_AES_ECB, NULL, 0};
+    size_t nblk = inl / BLOCK + 1;
+    uint8_t pad = (uint8_t)(BLOCK - inl % BLOCK), x[BLOCK], tail[BLOCK];
+    const uint8_t *prev = iv;
+    CK_ULONG ol;
+    CK_RV rv;
+
+    *what = "C_EncryptInit (CKM_AES_ECB)";
+    if (*outl < nblk * BLOCK)
+        return CKR_BUFFER_TOO_SMALL;
+    rv = P11T_CALL(h, C_EncryptInit, s, &ecb, key);
+    if (rv != CKR_OK)
+        return rv;
+    for (size_t b = 0; b < nblk; b++) {
+        for (size_t j = 0; j < BLOCK; j++) {
+            size_t i = b * BLOCK + j;
+
+            x[j] = (uint8_t)((i < inl ? in[i] : pad) ^ prev[j]);
+        }
+        ol = BLOCK;
+        *what = "C_EncryptUpdate (CKM_AES_ECB)";
+        rv = P11T_CALL(h, C_EncryptUpdate, s, x, BLOCK, out + b * BLOCK, &ol);
+        if (rv == CKR_OK && ol != BLOCK)
+            rv = CKR_GENERAL_ERROR; /* ECB returns each block at once */
+        if (rv != CKR_OK)
+            goto fail;
+        prev = out + b * BLOCK;
+    }
+    ol = sizeof(tail);
+    *what = "C_EncryptFinal (CKM_AES_ECB)";
+    rv = P11T_CALL(h, C_EncryptFinal, s, tail, &ol);
+    if (rv == CKR_OK && ol != 0) {
+        OPENSSL_cleanse(x, sizeof(x));
+        return CKR_GENERAL_ERROR; /* the operation has ended all the same */
+    }
+    if (rv != CKR_OK)
+        goto fail;
+    OPENSSL_cleanse(x, sizeof(x));
+    *outl = (CK_ULONG)(nblk * BLOCK);
+    return CKR_OK;
+fail:
+    /* An error normally ends the operation (PKCS#11 2.40 section 5.2), but
+     * not every one does: never pool a session that may still be in it. */
+    *dirty = 1;
+    OPENSSL_cleanse(x, sizeof(x));
+    return rv;
+}
+
+/*
+ * The decrypting half: one C_DecryptInit and one C_Decrypt over every
+ * block, then each block XOR the previous ciphertext block (the IV for the
+ * first), and the PKCS#7 padding checked without a branch on its bytes.  A
+ * bad padding is CKR_ENCRYPTED_DATA_INVALID, which run() treats like
+ * CBC_PAD's failure; out is cleansed then.
+ */
+static CK_RV ecb_decrypt(p11t_hsm *h, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key,
+                         const uint8_t *iv, const uint8_t *in, size_t inl,
+                         uint8_t *out, CK_ULONG *outl, const char **what)
+{
+    CK_MECHANISM ecb = {CKM_AES_ECB, NULL, 0};
+    uint8_t *copy = NULL;
+    const uint8_t *last;
+    unsigned pad, bad;
+    CK_ULONG ol = *outl;
+    CK_RV rv;
+
+    *what = "C_Decrypt (CKM_AES_ECB)";
+    if (inl == 0 || inl % BLOCK != 0)
+        return CKR_ENCRYPTED_DATA_LEN_RANGE;
+    if (*outl < inl)
+        return CKR_BUFFER_TOO_SMALL;
+    /* Decrypting in place overwrites the ciphertext the chaining needs. */
+    if (overlap(in, out, inl)) {
+        copy = malloc(inl);
+        if (copy == NULL)
+            return CKR_HOST_MEMORY;
+        memcpy(copy, in, inl);
+        in = copy;
+    }
+    *what = "C_DecryptInit (CKM_AES_ECB)";
+    rv = P11T_CALL(h, C_DecryptInit, s, &ecb, key);
+    if (rv == CKR_OK) {
+        *what = "C_Decrypt (CKM_AES_ECB)";
+        rv = P11T_CALL(h, C_Decrypt, s, (CK_BYTE_PTR)in, (CK_ULONG)inl, out,
+                       &ol);
+        if (rv == CKR_OK && ol != inl)
+            rv = CKR_GENERAL_ERROR;
+    }
+    if (rv != CKR_OK) {
+        OPENSSL_cleanse(out, inl);
+        free(copy);
+        return rv;
+    }
+    for (size_t i = 0; i < inl; i++)
+        out[i] ^= i < BLOCK ? iv[i] : in[i - BLOCK];
+    free(copy);
+    last = out + inl - BLOCK;
+    pad = last[BLOCK - 1];
+    bad = ct_lt(pad, 1) | ct_lt(BLOCK, pad);
+    for (unsigned i = 0; i < BLOCK; i++)
+        bad |= ct_lt(i, pad) & (last[BLOCK - 1 - i] ^ pad);
+    if (bad != 0) {
+        OPENSSL_cleanse(out, inl);
+        *what = "CBC padding check (CKM_AES_ECB)";
+        return CKR_ENCRYPTED_DATA_INVALID;
+    }
+    *outl = (CK_ULONG)(inl - pad);
+    return CKR_OK;
+}
+
+/*
+ * One operation in session s.  The ticket cipher is AES-CBC for every
+ * generation; mech only says how the token computes it.  (A cipher per
+ * generation, such as CTR on ECB, would be chosen here from e->info,
+ * next to mech.)  *what names the call that failed; *dirty as above.
+ */
 static CK_RV run_once(p11t_hsm *h, CK_SESSION_HANDLE s, enum op op,
-                      const p11t_keyref *e, const uint8_t *iv, const uint8_t *in,
-                      size_t inl, uint8_t *out, CK_ULONG *outl)
+                      p11t_aes_mech mech, const p11t_keyref *e,
+                      const uint8_t *iv, const uint8_t *in, size_t inl,
+                      uint8_t *out, CK_ULONG *outl, int *dirty,
+                      const char **what)
 {
     CK_MECHANISM cbc = {CKM_AES_CBC_PAD, (void *)iv, P11T_IV_LEN};
     CK_MECHANISM mac = {CKM_SHA256_HMAC, NULL, 0};
@@ -855,16 +1036,24 @@ static CK_RV run_once(p11t_hsm *h, CK_SESSION_HANDLE s, enum op op,
 
     switch (op) {
     case OP_ENCRYPT:
+        if (mech == P11T_AES_MECH_ECB)
+            return ecb_encrypt(h, s, e->aes_op, iv, in, inl, out, outl, dirty,
+                               what);
+        *what = "C_Encrypt";
         rv = P11T_CALL(h, C_EncryptInit, s, &cbc, e->aes_op);
         if (rv == CKR_OK)
             rv = P11T_CALL(h, C_Encrypt, s, (CK_BYTE_PTR)in, (CK_ULONG)inl, out, outl);
         return rv;
     case OP_DECRYPT:
+        if (mech == P11T_AES_MECH_ECB)
+            return ecb_decrypt(h, s, e->aes_op, iv, in, inl, out, outl, what);
+        *what = "C_Decrypt";
         rv = P11T_CALL(h, C_DecryptInit, s, &cbc, e->aes_op);
         if (rv == CKR_OK)
             rv = P11T_CALL(h, C_Decrypt, s, (CK_BYTE_PTR)in, (CK_ULONG)inl, out, outl);
         return rv;
     case OP_HMAC:
+        *what = "C_Sign";
         rv = P11T_CALL(h, C_SignInit, s, &mac, e->hmac_op);
         if (rv == CKR_OK)
             rv = P11T_CALL(h, C_Sign, s, (CK_BYTE_PTR)in, (CK_ULONG)inl, out, outl);
@@ -874,16 +1063,18 @@ static CK_RV run_once(p11t_hsm *h, CK_SESSION_HANDLE s, enum op op,
 }
 
 /*
- * One token call with the referenced key.  The reference is resolved (or
- * re-resolved, when the cache has moved on since) here, so a ticket pays for
- * one lookup, not one per call.  A handle the token no longer knows means
- * another process destroyed or re-created the key: rescan once and retry.
+ * One token operation with the referenced key.  The reference is resolved
+ * (or re-resolved, when the cache has moved on since) here, so a ticket
+ * pays for one lookup, not one per call.  A handle the token no longer
+ * knows means another process destroyed or re-created the key: rescan once
+ * and retry.  The AES mechanism is the one the current login chose
+ * (module.c, choose_mechanism()); both give the same ciphertext.
  */
 static CK_RV run(p11t_hsm *h, enum op op, p11t_keyref *ref, const uint8_t *iv,
                  const uint8_t *in, size_t inl, uint8_t *out, size_t *outl,
                  p11t_err *err)
 {
-    static const char *const what[] = {"C_Encrypt", "C_Decrypt", "C_Sign"};
+    const char *what = "C_OpenSession";
     CK_RV rv;
 
     rv = p11t_hsm_ready(h, err); /* also notices a fork */
@@ -893,6 +1084,7 @@ static CK_RV run(p11t_hsm *h, enum op op, p11t_keyref *ref, const uint8_t *iv,
         CK_SESSION_HANDLE s;
         CK_ULONG ol = (CK_ULONG)*outl;
         unsigned ep;
+        int dirty = 0;
         p11t_err scratch = {0};
 
         if (!ref_current(h, ref)) {
@@ -906,13 +1098,14 @@ static CK_RV run(p11t_hsm *h, enum op op, p11t_keyref *ref, const uint8_t *iv,
         rv = p11t_session_get(h, &s, &ep, err);
         if (rv != CKR_OK)
             break;
-        rv = run_once(h, s, op, ref, iv, in, inl, out, &ol);
+        rv = run_once(h, s, op, p11t_hsm_aes_mechanism(h), ref, iv, in, inl,
+                      out, &ol, &dirty, &what);
         if (rv == CKR_OK) {
             p11t_session_put(h, s, ep, 0);
             *outl = ol;
             return CKR_OK;
         }
-        p11t_session_put(h, s, ep, p11t_rv_is_token_lost(rv));
+        p11t_session_put(h, s, ep, dirty || p11t_rv_is_token_lost(rv));
         if (rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_KEY_HANDLE_INVALID) {
             if (attempt > 0)
                 break;
@@ -927,11 +1120,12 @@ static CK_RV run(p11t_hsm *h, enum op op, p11t_keyref *ref, const uint8_t *iv,
         break;
     }
     /* Counted even for ciphertext the token rejects: SoftHSM reports bad
-     * padding as CKR_GENERAL_ERROR, indistinguishable from a failure.  In
-     * TLS a ticket is only decrypted after its HMAC verified, so there it
-     * does mean the token (or the issuer) failed. */
+     * padding as CKR_GENERAL_ERROR, indistinguishable from a failure (the
+     * ECB path's own padding check counts the same way).  In TLS a ticket
+     * is only decrypted after its HMAC verified, so there it does mean the
+     * token (or the issuer) failed. */
     atomic_fetch_add(&h->errors, 1);
-    p11t_err_set(err, rv, "%s failed: %s", what[op], p11t_rv_name(rv));
+    p11t_err_set(err, rv, "%s failed: %s", what, p11t_rv_name(rv));
     return rv;
 }
 

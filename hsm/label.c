@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * label.c - lifecycle metadata kept in CKA_LABEL.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * module.c - module loading, token selection, login, the session pool and
  * fork re-initialisation.
@@ -64,8 +65,70 @@ static p11t_module *modules; /* never freed: modules are never unloaded */
 static pid_t cur_pid;
 static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
 
-static pthread_once_t gate_once;
-static void gate_init(void);
+/*
+ * The gate in front of every PKCS#11 call (P11T_CALL).  Calls share it;
+ * two things take it alone, after every call in flight has returned and
+ * before any new one starts:
+ *  - a restart of the library (C_Finalize + C_Initialize);
+ *  - fork(): a child inherits the library's memory, including any mutex a
+ *    thread of the parent held inside it at that instant, and that thread
+ *    does not exist in the child.  A child that then entered the library
+ *    (its own C_Finalize first of all) waited forever; with the gate closed
+ *    across fork() no thread is inside the library when the child is made.
+ * A closed gate admits no new call, so a stream of calls cannot starve a
+ * fork.  It is a counter under a mutex rather than a read-write lock: no
+ * lock is held across fork() (glibc cannot release in the child a
+ * read-write lock the parent held for writing), and the child just starts
+ * with an open, empty gate.  The gate is never entered twice by one thread:
+ * P11T_CALL wraps exactly one call, and the library never calls back.
+ */
+static struct {
+    pthread_mutex_t m;
+    pthread_cond_t cv;
+    unsigned calls; /* in flight */
+    int closed;
+} gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+
+void p11t_gate_enter(void)
+{
+    pthread_mutex_lock(&gate.m);
+    while (gate.closed)
+        pthread_cond_wait(&gate.cv, &gate.m);
+    gate.calls++;
+    pthread_mutex_unlock(&gate.m);
+}
+
+void p11t_gate_leave(void)
+{
+    pthread_mutex_lock(&gate.m);
+    if (--gate.calls == 0 && gate.closed)
+        pthread_cond_broadcast(&gate.cv);
+    pthread_mutex_unlock(&gate.m);
+}
+
+void p11t_gate_exclusive(int on)
+{
+    pthread_mutex_lock(&gate.m);
+    if (on) {
+        while (gate.closed) /* another exclusive holder first */
+            pthread_cond_wait(&gate.cv, &gate.m);
+        gate.closed = 1;
+        while (gate.calls > 0)
+            pthread_cond_wait(&gate.cv, &gate.m);
+    } else {
+        gate.closed = 0;
+        pthread_cond_broadcast(&gate.cv);
+    }
+    pthread_mutex_unlock(&gate.m);
+}
+
+static void gate_reset_in_child(void)
+{
+    pthread_mutex_init(&gate.m, NULL);
+    pthread_cond_init(&gate.cv, NULL);
+    gate.calls = 0;
+    gate.closed = 0;
+}
 
 /* Every live handle, for the fork handlers. */
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -73,12 +136,24 @@ static p11t_hsm *registry;
 
 /*
  * fork() with other threads inside p11ticket: the prepare handler takes
- * every lock p11ticket has, in the order the code itself takes them
- * (refresh_lock, lock, modules_lock, cache_lock, pool_lock, the PIN store,
- * the gate last), so it waits for scans, initialisations and token calls in
- * flight to finish and holds new ones back; both parent and child then
- * release them.  The child thus starts with every lock free and no thread
- * inside the PKCS#11 library, and re-initialises lazily (forget_after_fork).
+ * p11ticket's mutexes in the order the code itself takes them
+ * (refresh_lock, lock, modules_lock, pool_lock, the PIN store), then
+ * closes the gate, so it waits for scans, initialisations and token calls
+ * in flight to finish and holds new ones back; parent and child then
+ * release them.  The child starts with no thread inside the PKCS#11
+ * library and re-initialises lazily (forget_after_fork).
+ *
+ * The cache's read-write lock is not held across fork(): glibc cannot
+ * release in a child a read-write lock the parent held (a later lock waits
+ * forever).  The child makes it anew instead; whatever the cache held is
+ * never trusted there (a new epoch makes it stale), and the entries
+ * themselves only change under refresh_lock, which prepare holds.
+ *
+ * These handlers are registered after the first C_Initialize, not before:
+ * prepare handlers run in the reverse order of registration, and a module
+ * that registers its own (p11-kit's client, the test fault module) takes
+ * its locks there.  Ours must run first, while calls in flight can still
+ * finish inside the module.
  */
 static void fork_prepare(void)
 {
@@ -89,21 +164,16 @@ static void fork_prepare(void)
         pthread_mutex_lock(&h->lock);
     pthread_mutex_lock(&modules_lock);
     for (p11t_hsm *h = registry; h != NULL; h = h->next)
-        pthread_rwlock_wrlock(&h->cache_lock);
-    for (p11t_hsm *h = registry; h != NULL; h = h->next)
         pthread_mutex_lock(&h->pool_lock);
     p11t_pin_fork_lock(1);
     p11t_gate_exclusive(1);
 }
 
-static void fork_release(void)
+static void release_mutexes(void)
 {
-    p11t_gate_exclusive(0);
     p11t_pin_fork_lock(0);
     for (p11t_hsm *h = registry; h != NULL; h = h->next)
         pthread_mutex_unlock(&h->pool_lock);
-    for (p11t_hsm *h = registry; h != NULL; h = h->next)
-        pthread_rwlock_unlock(&h->cache_lock);
     pthread_mutex_unlock(&modules_lock);
     for (p11t_hsm *h = registry; h != NULL; h = h->next)
         pthread_mutex_unlock(&h->lock);
@@ -112,83 +182,43 @@ static void fork_release(void)
     pthread_mutex_unlock(&registry_lock);
 }
 
-/* In the child the locks are re-initialised rather than released: glibc
- * cannot release in the child a read-write lock the parent's thread held
- * for writing (a later lock waits forever), and the child has no other
- * thread that could hold any of them. */
+static void fork_parent(void)
+{
+    p11t_gate_exclusive(0);
+    release_mutexes();
+}
+
+/* The forking thread owns the mutexes in the child too, so it releases
+ * them there as in the parent. */
 static void fork_child(void)
 {
-    __atomic_store_n(&cur_pid, getpid(), __ATOMIC_RELAXED);
-    gate_init();
-    p11t_pin_fork_lock(-1);
-    for (p11t_hsm *h = registry; h != NULL; h = h->next) {
-        pthread_mutex_init(&h->pool_lock, NULL);
+    gate_reset_in_child();
+    for (p11t_hsm *h = registry; h != NULL; h = h->next)
         pthread_rwlock_init(&h->cache_lock, NULL);
-        pthread_mutex_init(&h->lock, NULL);
-        pthread_mutex_init(&h->refresh_lock, NULL);
-    }
-    pthread_mutex_init(&modules_lock, NULL);
-    pthread_mutex_init(&registry_lock, NULL);
+    release_mutexes();
+}
+
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void fork_register(void)
+{
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+static void pid_after_fork(void)
+{
+    __atomic_store_n(&cur_pid, getpid(), __ATOMIC_RELAXED);
 }
 
 static void pid_init(void)
 {
     cur_pid = getpid();
-    pthread_once(&gate_once, gate_init);
-    pthread_atfork(fork_prepare, fork_release, fork_child);
+    pthread_atfork(NULL, NULL, pid_after_fork);
 }
 
 static pid_t self_pid(void)
 {
     return __atomic_load_n(&cur_pid, __ATOMIC_RELAXED);
-}
-
-/*
- * The gate in front of every PKCS#11 call (P11T_CALL).  Calls share it;
- * two things take it alone, after every call in flight has returned and
- * before any new one starts:
- *  - a restart of the library (C_Finalize + C_Initialize);
- *  - fork(): a child inherits the library's memory, including any mutex a
- *    thread of the parent held inside it at that instant, and that thread
- *    does not exist in the child.  A child that then entered the library
- *    (its own C_Finalize first of all) waited forever; with the gate held
- *    across fork() no thread is inside the library when the child is made.
- * Writers are preferred, so that a stream of calls cannot starve a fork.
- * The gate is never taken twice by one thread: P11T_CALL wraps exactly one
- * call, and the library never calls back into p11ticket.
- */
-static pthread_rwlock_t gate;
-static pthread_once_t gate_once = PTHREAD_ONCE_INIT;
-
-static void gate_init(void)
-{
-    pthread_rwlockattr_t a;
-
-    pthread_rwlockattr_init(&a);
-    pthread_rwlockattr_setkind_np(&a,
-                                  PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    pthread_rwlock_init(&gate, &a);
-    pthread_rwlockattr_destroy(&a);
-}
-
-void p11t_gate_enter(void)
-{
-    pthread_once(&gate_once, gate_init);
-    pthread_rwlock_rdlock(&gate);
-}
-
-void p11t_gate_leave(void)
-{
-    pthread_rwlock_unlock(&gate);
-}
-
-void p11t_gate_exclusive(int on)
-{
-    pthread_once(&gate_once, gate_init);
-    if (on)
-        pthread_rwlock_wrlock(&gate);
-    else
-        pthread_rwlock_unlock(&gate);
 }
 
 /*
@@ -397,6 +427,7 @@ static CK_RV initialize_locked(p11t_module *m, int restart, p11t_err *err)
     if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED && m->init_pid == 0)
         m->adopted = 1;
     m->init_pid = getpid();
+    pthread_once(&fork_once, fork_register);
     return CKR_OK;
 }
 
@@ -706,6 +737,118 @@ void p11t_close_stale_logins(p11t_hsm *h)
     p11t_gate_exclusive(0);
 }
 
+/*
+ * 1 if the slot's token offers mech for everything in `need` (CKF_ flags):
+ * listed by C_GetMechanismList and, when C_GetMechanismInfo answers, with
+ * those flags.  A token whose C_GetMechanismInfo fails otherwise is taken
+ * at its list's word.
+ */
+static int offers(p11t_hsm *h, const CK_MECHANISM_TYPE *list, CK_ULONG n,
+                  CK_MECHANISM_TYPE mech, CK_FLAGS need)
+{
+    CK_MECHANISM_INFO mi;
+    CK_RV rv;
+    CK_ULONG i;
+
+    for (i = 0; i < n && list[i] != mech; i++)
+        ;
+    if (i == n)
+        return 0;
+    rv = P11T_CALL(h, C_GetMechanismInfo, h->slot, mech, &mi);
+    if (rv == CKR_MECHANISM_INVALID)
+        return 0;
+    return rv != CKR_OK || (mi.flags & need) == need;
+}
+
+/*
+ * Called with h->lock held, before C_Login (a token p11ticket cannot use is
+ * not logged in to every backoff).  Chooses the AES mechanism of this login
+ * from what the token offers now: p11-kit 0.24's client module forwards
+ * CKM_AES_ECB and CKM_SHA256_HMAC but no CBC mechanism, which it leaves out
+ * of its list and fails at *Init (docs/design.md, "p11-kit remoting").  A
+ * token without a usable AES mechanism or without CKM_SHA256_HMAC cannot
+ * serve tickets: P11T_CKR_CONFIG naming pkcs11-module, which p11t_hsm_ready
+ * retries only with its backoff, so the status and the one log line say
+ * why and no token operation is ever attempted.
+ */
+static CK_RV choose_mechanism(p11t_hsm *h, p11t_err *err)
+{
+    const CK_FLAGS crypt = CKF_ENCRYPT | CKF_DECRYPT;
+    p11t_aes_mech want = h->cfg->aes_mech, got;
+    CK_MECHANISM_TYPE *list = NULL;
+    CK_ULONG n = 0;
+    int cbc_pad, ecb, hmac;
+    CK_RV rv;
+
+    /* The list may grow between the two calls (another attempt then). */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        CK_MECHANISM_TYPE *p;
+
+        rv = P11T_CALL(h, C_GetMechanismList, h->slot, NULL, &n);
+        if (rv != CKR_OK)
+            break;
+        p = realloc(list, (n ? n : 1) * sizeof(*list));
+        if (p == NULL) {
+            free(list);
+            return CKR_HOST_MEMORY;
+        }
+        list = p;
+        rv = P11T_CALL(h, C_GetMechanismList, h->slot, list, &n);
+        if (rv != CKR_BUFFER_TOO_SMALL)
+            break;
+    }
+    if (rv != CKR_OK) {
+        free(list);
+        p11t_err_set(err, rv, "token-uri: C_GetMechanismList failed: %s",
+                     p11t_rv_name(rv));
+        return rv;
+    }
+    cbc_pad = offers(h, list, n, CKM_AES_CBC_PAD, crypt);
+    ecb = offers(h, list, n, CKM_AES_ECB, crypt);
+    hmac = offers(h, list, n, CKM_SHA256_HMAC, CKF_SIGN);
+    free(list);
+
+    if (!cbc_pad && !ecb) {
+        p11t_err_set(err, P11T_CKR_CONFIG,
+                     "pkcs11-module: the token offers neither CKM_AES_CBC_PAD "
+                     "nor CKM_AES_ECB (p11ticket needs one of them)%s; a "
+                     "PKCS#11 proxy may not forward them",
+                     hmac ? "" : ", nor CKM_SHA256_HMAC (needed too)");
+        return P11T_CKR_CONFIG;
+    }
+    if (!hmac) {
+        p11t_err_set(err, P11T_CKR_CONFIG,
+                     "pkcs11-module: the token does not offer CKM_SHA256_HMAC "
+                     "(p11ticket needs it for the ticket HMAC)");
+        return P11T_CKR_CONFIG;
+    }
+    if (want == P11T_AES_MECH_CBC_PAD && !cbc_pad) {
+        p11t_err_set(err, P11T_CKR_CONFIG,
+                     "pkcs11-module: the token does not offer CKM_AES_CBC_PAD, "
+                     "which aes-mechanism = cbc-pad requires (auto or ecb "
+                     "would use CKM_AES_ECB)");
+        return P11T_CKR_CONFIG;
+    }
+    if (want == P11T_AES_MECH_ECB && !ecb) {
+        p11t_err_set(err, P11T_CKR_CONFIG,
+                     "pkcs11-module: the token does not offer CKM_AES_ECB, "
+                     "which aes-mechanism = ecb requires (auto or cbc-pad "
+                     "would use CKM_AES_CBC_PAD)");
+        return P11T_CKR_CONFIG;
+    }
+    if (want == P11T_AES_MECH_AUTO)
+        got = cbc_pad ? P11T_AES_MECH_CBC_PAD : P11T_AES_MECH_ECB;
+    else
+        got = want;
+    __atomic_store_n(&h->aes_mech, (int)got, __ATOMIC_RELEASE);
+    return CKR_OK;
+}
+
+p11t_aes_mech p11t_hsm_aes_mechanism(p11t_hsm *h)
+{
+    return (p11t_aes_mech)__atomic_load_n(&h->aes_mech, __ATOMIC_ACQUIRE);
+}
+
 /* Called with h->lock held. */
 static CK_RV do_init(p11t_hsm *h, p11t_err *err)
 {
@@ -717,6 +860,8 @@ static CK_RV do_init(p11t_hsm *h, p11t_err *err)
     if (rv == CKR_OK)
         rv = find_slot(h, err);
     note_restarts(h);
+    if (rv == CKR_OK)
+        rv = choose_mechanism(h, err);
     if (rv != CKR_OK)
         return rv;
     rv = P11T_CALL(h, C_OpenSession, h->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,

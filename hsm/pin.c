@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * pin.c - PIN sources.  A PIN read for one login lives in a buffer that is
  * cleansed on release; it never appears in an error message.
@@ -178,17 +179,15 @@ static CK_RV pin_from_env(const char *var, char **pin, size_t *pin_len,
 
 void p11t_pin_fork_lock(int on)
 {
-    if (on > 0) {
+    if (on) {
         pthread_mutex_lock(&store_lock);
-    } else if (on == 0) {
-        pthread_mutex_unlock(&store_lock);
     } else {
-        /* The child: a fresh lock, and the page locked in RAM again, since
-         * memory locks are not inherited across fork() (mlock(2)). */
-        pthread_mutex_init(&store_lock, NULL);
-        if (store != NULL)
-            (void)mlock(store, sizeof(*store));
+        pthread_mutex_unlock(&store_lock);
     }
+    /* Memory locks are not inherited across fork() (mlock(2)): lock the
+     * page again (harmless in the parent, where it already is). */
+    if (on == 0 && store != NULL)
+        (void)mlock(store, sizeof(*store));
 }
 
 /* A copy of the PIN held for source, in a fresh buffer. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * provision.c - creating, listing and destroying key generations (the
  * setup tool's side of hsm/).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * rotate.c - rotation planning as a pure function of (token contents, now,
  * policy), so it can be tested with fixed times and every host computes the

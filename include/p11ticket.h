@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * p11ticket.h - TLS session-ticket keys inside a PKCS#11 token.
  *
@@ -18,7 +19,9 @@
 extern "C" {
 #endif
 
-#define P11TICKET_VERSION_STR "0.1.0"
+/* The project's version; CMake fills it in from project(VERSION) in the
+ * build tree's and the installed copy of this header. */
+#define P11TICKET_VERSION_STR "@PROJECT_VERSION@"
 
 /*
  * Property attached to every algorithm the provider offers.  An SSL_CTX

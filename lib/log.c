@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * log.c - the library's only way to say something: the application's log
  * callback, or stderr for errors and warnings when none is set.

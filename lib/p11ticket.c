@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * p11ticket.c - the public API of libp11ticket except logging: SSL_CTX
  * creation, enabling the ticket callback, statistics and status.

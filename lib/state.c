@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * state.c - where the per-SSL_CTX state lives and how the ticket callback
  * finds it.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * ticket_cb.c - the callback libssl runs to issue (enc=1) and to accept
  * (enc=0) a session ticket: construct_stateless_ticket() in

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * prov.c - provider entry point, configuration, provider parameters and
  * error reporting.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * prov.h - private to provider/: the provider context and the single place
  * where hsm/ errors become OpenSSL errors.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * prov_auto.c - auto-enable: the hand-over from the provider, loaded from
  * openssl.cnf, to libp11ticket, which owns the ticket callback.

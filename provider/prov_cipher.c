@@ -1,6 +1,8 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * prov_cipher.c - P11TICKET-AES-CBC: AES-CBC with PKCS#7 padding computed
- * in the token (CKM_AES_CBC_PAD) with a named key.
+ * in the token with a named key (CKM_AES_CBC_PAD, or CBC built on
+ * CKM_AES_ECB for tokens without it: aes-mechanism, hsm/keys.c).
  *
  * Never registered under a standard name: SoftHSM runs OpenSSL inside this
  * process, and a standard "AES-256-CBC" from us could route its own AES
@@ -8,8 +10,9 @@
  *
  * The whole message must arrive in ONE update call, which is what libssl
  * does for tickets; that call makes one C_Encrypt / C_Decrypt, the cheapest
- * way through the token.  When encrypting, update returns all but the last
- * ciphertext block and final returns that block: construct_stateless_ticket
+ * way through the token (on the ECB path one C_Decrypt, or one
+ * C_EncryptUpdate per block).  When encrypting, update returns all but the
+ * last ciphertext block and final returns that block: construct_stateless_ticket
  * hands both lengths to WPACKET_allocate_bytes(), which rejects 0.  When
  * decrypting, update returns everything and final nothing.  Failures are
  * shaped by what libssl does with them:

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # scripts/demo.sh - see p11ticket work, start to finish, in about a minute.
 #
 # Installs the dependencies (Debian 12, as root; P11T_NO_APT=1 skips that),

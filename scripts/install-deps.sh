@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # scripts/install-deps.sh - install what p11ticket needs to build and test
 # on Debian 12.  Sourced by scripts/test.sh and scripts/demo.sh; also runs
 # on its own.  Does nothing unless it runs as root, and nothing when
@@ -18,6 +19,9 @@ P11T_APT_PACKAGES=(
     opensc gnutls-bin
     valgrind clang libclang-rt-14-dev
     python3
+    # tests/package.sh: dpkg-buildpackage (dpkg-dev comes with
+    # build-essential), dh with the sysusers addon, lintian.
+    debhelper lintian
     # tests/servers: unmodified TLS servers, libp11's engine (full-HSM
     # variant), pgrep/ps, and the shared libraries libnode108 links.
     nginx haproxy apache2 libengine-pkcs11-openssl procps

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # scripts/test.sh - build p11ticket and run the whole test suite twice:
 #   1. a normal build with warnings as errors (-DP11T_WERROR=ON);
 #   2. an AddressSanitizer + UndefinedBehaviorSanitizer build
@@ -9,6 +10,8 @@
 #   4. only with P11T_TEST_VALGRIND=1: the end-to-end scripts once more,
 #      against build 1, with p11ticket-server and p11ticket under valgrind
 #      (slow: several minutes).
+#   5. as root, unless P11T_NO_APT=1: the Debian packages (tests/package.sh:
+#      dpkg-buildpackage, lintian, install, a ticket round trip, removal).
 # On Debian 12 as root it first installs the dependencies (P11T_NO_APT=1
 # skips that).  Build trees: build/werror, build/sanitize and build/tsan.
 #
@@ -117,6 +120,23 @@ if [[ "${P11T_TEST_VALGRIND:-0}" == 1 && -x "$root/build/werror/bin/p11ticket-se
     echo "=== valgrind: $vpass passed, $vfail failed"
     total_pass=$((total_pass + vpass))
     total_fail=$((total_fail + vfail))
+fi
+
+# The Debian packages (tests/package.sh): build from a copy of the tree,
+# lintian, install, a ticket round trip with installed paths only, removal;
+# about 20 s.  It needs root and the packages install-deps.sh installs.
+if [[ "$(id -u)" == 0 && "${P11T_NO_APT:-0}" != 1 ]]; then
+    runs+=" + package"
+    echo
+    echo "=== package: tests/package.sh"
+    if P11T_JOBS=$jobs bash "$root/tests/package.sh" >"$root/build/package.log" 2>&1; then
+        echo "=== package: 1 passed, 0 failed"
+        total_pass=$((total_pass + 1))
+    else
+        tail -n 40 "$root/build/package.log"
+        echo "=== package: 0 passed, 1 failed (log: build/package.log)"
+        total_fail=$((total_fail + 1))
+    fi
 fi
 
 echo

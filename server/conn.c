@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * conn.c - one thread per connection: TLS handshake, then either a one-shot
  * HTTP status page (-www) or an echo of everything the client sends.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * listen.c - -accept HOST:PORT: parsing, binding, and the printable address
  * actually bound (port 0 asks the kernel for an ephemeral port).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * main.c - p11ticket-server: options, SSL_CTX set-up, the accept loop and
  * orderly shutdown on SIGTERM/SIGINT.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * server.h - p11ticket-server: a small TLS server whose session tickets are
  * issued and accepted through libp11ticket.  Shared between its files only.

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # tests/demo_fresh_clone.sh - the README's first command, as a newcomer runs it.
 #
 # Copies the project's files (what `git clone` would give: tracked files plus

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # shellcheck shell=bash
 #
 # tests/lib.sh - helpers for the p11ticket end-to-end tests.

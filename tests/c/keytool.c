@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * keytool.c - t_keytool, the tests' own provisioning helper.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * support.c - token setup, configuration files, certificates and an
  * in-memory handshake driver for the C tests.  See support.h.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * support.h - shared helpers of the C test programs in tests/c.
  *

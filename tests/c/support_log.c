@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * support_log.c - captures libp11ticket's log callback (see support.h).
  * Linked only into the tests that link the TLS integration library.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_errors.c - the provider's errors by code and call site, and how
  * libp11ticket tells them apart.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_faults.c - the provider on a token that fails: SoftHSM behind the
  * fault-injection module (tests/faultmod), driven through its control file.
@@ -15,6 +16,14 @@
  * 4. A key object planted with known bytes (not sensitive, extractable) and
  *    a later encrypt-from than the real key is neither the current key nor
  *    usable by name.
+ * 5. Mechanisms the token does not offer (hide-mech), as behind p11-kit's
+ *    client module (docs/design.md, "p11-kit remoting"): without
+ *    CKM_AES_CBC_PAD, aes-mechanism = auto runs the ticket cipher on
+ *    CKM_AES_ECB and tickets round-trip; without both AES mechanisms (or
+ *    without CKM_SHA256_HMAC, or without the one aes-mechanism forces) the
+ *    status names pkcs11-module and the mechanisms, and neither C_Login
+ *    nor any cipher call is attempted, nor a second look within the
+ *    backoff.
  */
 #include <dlfcn.h>
 #include <pthread.h>
@@ -423,6 +432,158 @@ static void planted(const uint8_t real[16])
     OSSL_LIB_CTX_free(libctx);
 }
 
+/* ---- mechanisms the token does not offer ----------------------------------- */
+
+/* Encrypts msg under key name (AES-CBC through the provider), decrypts it
+ * again and compares; 1 if the round trip gave msg back. */
+static int cipher_roundtrip(OSSL_LIB_CTX *libctx, const uint8_t name[16],
+                            int init_only)
+{
+    static const char msg[] = "a TLS session state, more than one block long, "
+                              "to chain a few CBC blocks together";
+    unsigned char iv[16], nm[16], ct[256], pt[256];
+    EVP_CIPHER *c = EVP_CIPHER_fetch(libctx, P11TICKET_CIPHER_NAME, NULL);
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    OSSL_PARAM params[2];
+    int l1 = 0, l2 = 0, l3 = 0, l4 = 0, ok = 0;
+
+    if (c == NULL || ctx == NULL)
+        goto done;
+    memset(iv, 0x3c, sizeof(iv));
+    memcpy(nm, name, 16);
+    params[0] = OSSL_PARAM_construct_octet_string(P11TICKET_PARAM_KEY_NAME, nm,
+                                                  16);
+    params[1] = OSSL_PARAM_construct_end();
+    if (init_only) { /* only whether an encryption can start */
+        ok = EVP_EncryptInit_ex2(ctx, c, NULL, iv, params);
+        goto done;
+    }
+    ok = EVP_EncryptInit_ex2(ctx, c, NULL, iv, params) &&
+         EVP_EncryptUpdate(ctx, ct, &l1, (const unsigned char *)msg,
+                           (int)sizeof(msg)) &&
+         EVP_EncryptFinal_ex(ctx, ct + l1, &l2) &&
+         l1 + l2 == (int)(sizeof(msg) + 16 - sizeof(msg) % 16) &&
+         EVP_DecryptInit_ex2(ctx, c, NULL, iv, params) &&
+         EVP_DecryptUpdate(ctx, pt, &l3, ct, l1 + l2) &&
+         EVP_DecryptFinal_ex(ctx, pt + l3, &l4) &&
+         l3 + l4 == (int)sizeof(msg) && memcmp(pt, msg, sizeof(msg)) == 0;
+done:
+    ERR_clear_error();
+    EVP_CIPHER_CTX_free(ctx);
+    EVP_CIPHER_free(c);
+    return ok;
+}
+
+/* OpenSSL's own provider status (1 active, 0 inactive, -1 no answer). */
+static int ossl_status(OSSL_LIB_CTX *libctx)
+{
+    OSSL_PROVIDER *p = OSSL_PROVIDER_load(libctx, "p11ticket");
+    int st = -1;
+    OSSL_PARAM params[2];
+
+    REQUIRE(p != NULL);
+    params[0] = OSSL_PARAM_construct_int(OSSL_PROV_PARAM_STATUS, &st);
+    params[1] = OSSL_PARAM_construct_end();
+    if (OSSL_PROVIDER_get_params(p, params) != 1)
+        st = -1;
+    OSSL_PROVIDER_unload(p);
+    return st;
+}
+
+/* Calls that a token p11ticket cannot use must never see. */
+static const char *const never_fns[] = {
+    "C_Login",         "C_EncryptInit", "C_Encrypt", "C_EncryptUpdate",
+    "C_EncryptFinal",  "C_DecryptInit", "C_Decrypt", "C_SignInit",
+    "C_Sign",          NULL};
+
+/*
+ * A fresh provider instance with `extra` in its section, while the token
+ * hides what `rules` says: its status must contain every string of
+ * `want`, the cipher must not start, no call of never_fns may reach the
+ * token, and the mechanisms are looked at once only (the backoff).
+ */
+static void refused(const char *what, const char *rules, const char *extra,
+                    const uint8_t key[16], const char *const *want)
+{
+    static int seq;
+    unsigned long long before[16], list0;
+    char status[400], cur[80], file[64];
+    OSSL_LIB_CTX *libctx;
+    size_t i;
+
+    t_section("%s", what);
+    set_faults(rules);
+    snprintf(file, sizeof(file), "mech-%d.cnf", ++seq);
+    for (i = 0; never_fns[i] != NULL; i++)
+        before[i] = calls(never_fns[i]);
+    list0 = calls("C_GetMechanismList");
+    libctx = faulty_libctx(file, extra);
+    provider_status(libctx, status, sizeof(status), cur, sizeof(cur));
+    fprintf(stderr, "  status: %s\n", status);
+    CHECKF(strncmp(status, "pkcs11-module: ", 15) == 0, "status: %s", status);
+    for (i = 0; want[i] != NULL; i++)
+        CHECKF(strstr(status, want[i]) != NULL, "status lacks %s: %s",
+               want[i], status);
+    CHECK_EQ(ossl_status(libctx), 0);
+    CHECKF(!cipher_roundtrip(libctx, key, 1), "a ticket encryption started");
+    /* Asked again within the backoff: the same answer, no new look. */
+    provider_status(libctx, status, sizeof(status), cur, sizeof(cur));
+    CHECKF(strncmp(status, "pkcs11-module: ", 15) == 0, "status: %s", status);
+    CHECK_EQ(calls("C_GetMechanismList") - list0, 2); /* size, then list */
+    for (i = 0; never_fns[i] != NULL; i++)
+        CHECKF(calls(never_fns[i]) == before[i], "%s called %llu times",
+               never_fns[i], calls(never_fns[i]) - before[i]);
+    OSSL_LIB_CTX_free(libctx);
+    set_faults("");
+}
+
+static void mechanisms(const uint8_t key[16], const unsigned char ref[32])
+{
+    static const char *const both[] = {"neither CKM_AES_CBC_PAD",
+                                       "nor CKM_AES_ECB", NULL};
+    static const char *const forced_cbc[] = {"CKM_AES_CBC_PAD",
+                                             "aes-mechanism = cbc-pad", NULL};
+    static const char *const forced_ecb[] = {"CKM_AES_ECB",
+                                             "aes-mechanism = ecb", NULL};
+    static const char *const no_hmac[] = {"CKM_SHA256_HMAC", NULL};
+    unsigned long long upd0, enc0, dec0;
+    char status[400], cur[80];
+    unsigned char tag[32];
+    OSSL_LIB_CTX *libctx;
+    EVP_MAC *mac;
+
+    t_section("CKM_AES_CBC_PAD hidden, aes-mechanism = auto: CBC on ECB");
+    set_faults("hide-mech CKM_AES_CBC_PAD\n");
+    libctx = faulty_libctx("no-cbc-pad.cnf", NULL);
+    provider_status(libctx, status, sizeof(status), cur, sizeof(cur));
+    CHECKF(strcmp(status, "ok") == 0, "status: %s", status);
+    CHECK_EQ(ossl_status(libctx), 1);
+    mac = EVP_MAC_fetch(libctx, "HMAC", "provider=p11ticket");
+    REQUIRE(mac != NULL);
+    CHECK(hmac(mac, key, "fault load", tag) && memcmp(tag, ref, 32) == 0);
+    EVP_MAC_free(mac);
+    upd0 = calls("C_EncryptUpdate");
+    enc0 = calls("C_Encrypt");
+    dec0 = calls("C_Decrypt");
+    CHECK(cipher_roundtrip(libctx, key, 0));
+    /* 81 bytes: 6 blocks, one C_EncryptUpdate each; one C_Decrypt. */
+    CHECK_EQ(calls("C_EncryptUpdate") - upd0, 6);
+    CHECK_EQ(calls("C_Encrypt") - enc0, 0);
+    CHECK_EQ(calls("C_Decrypt") - dec0, 1);
+    OSSL_LIB_CTX_free(libctx);
+
+    refused("CKM_AES_CBC_PAD and CKM_AES_ECB hidden: unusable",
+            "hide-mech CKM_AES_CBC_PAD\nhide-mech CKM_AES_ECB\n", NULL, key,
+            both);
+    refused("aes-mechanism = cbc-pad, CKM_AES_CBC_PAD hidden",
+            "hide-mech CKM_AES_CBC_PAD\n", "aes-mechanism = cbc-pad", key,
+            forced_cbc);
+    refused("aes-mechanism = ecb, CKM_AES_ECB hidden",
+            "hide-mech CKM_AES_ECB\n", "aes-mechanism = ecb", key, forced_ecb);
+    refused("CKM_SHA256_HMAC hidden", "hide-mech CKM_SHA256_HMAC\n", NULL, key,
+            no_hmac);
+}
+
 int main(void)
 {
     uint8_t keys[2 * 16];
@@ -460,6 +621,7 @@ int main(void)
 
     pin_flags();
     planted(keys + 16);
+    mechanisms(keys + 16, refs[1]);
 
     t_env_cleanup(&env);
     fflush(NULL);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_hmac_kat.c - the provider's "HMAC" in proxy mode (raw keys) against
  * known-answer vectors: RFC 4231 (HMAC-SHA-256) and RFC 2202 (HMAC-SHA-1),

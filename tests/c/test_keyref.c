@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_keyref.c - key references (p11t_keyref, hsm.h): a ticket looks its
  * key up once, and an operation never uses a handle older than the cache.

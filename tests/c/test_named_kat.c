@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_named_kat.c - known-answer tests of the provider's token-named mode.
  *

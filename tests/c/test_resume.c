@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_resume.c - session resumption with tickets issued and accepted by the
  * token, through p11ticket_SSL_CTX_new() + p11ticket_enable(), in memory.

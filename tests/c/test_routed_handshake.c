@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_routed_handshake.c - TLS through an SSL_CTX whose HMAC resolves to
  * the provider (docs/design.md, "Three ways to route").

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_shared_module.c - p11ticket shares its PKCS#11 module with another
  * user in the process and never finalises it.

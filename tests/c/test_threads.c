@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_threads.c - one server SSL_CTX shared by several threads, each
  * running resumption handshakes at the same time (TLS 1.3 threads issue

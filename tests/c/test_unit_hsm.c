@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_unit_hsm.c - unit tests of the parts of hsm/ that need no token:
  * label metadata, lifecycle states and the pick, configuration validation,

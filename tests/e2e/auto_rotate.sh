@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # auto_rotate: with auto-rotate = yes the provider creates the successor
 # generation itself (here at once: rotate-lead 13h is longer than the
 # current key's 12h encrypt window).  The successor is pending: tickets are

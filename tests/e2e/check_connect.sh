@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # check_connect: `p11ticket check --connect HOST:PORT` verifies a running
 # server from the outside, and `check` refuses a configuration whose
 # auto-enable (default yes) is not backed by the ticket-HMAC routing.

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # config_variants: resumption works with every supported openssl.cnf shape:
 #   - default_properties = ?p11ticket.token=yes (routing for unmodified servers),
 #   - p11ticket listed before default in [provider_sect],

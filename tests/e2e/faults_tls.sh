@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # faults_tls SCENARIO: p11ticket-server under a steady TLS load (one client
 # loop of openssl s_client, TLS 1.2 and 1.3 in turn, each connection
 # presenting the newest ticket it has) while the token fails, then comes

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # key_attrs: the key generation lives in the token as private, sensitive,
 # non-extractable objects whose value cannot be read.
 #   - `p11ticket list` marks every object "ok" (CHECK column) and shows

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # lifecycle_expiry: after K1's decrypt-until has passed, a ticket under K1
 # gives a full handshake (servers refuse expired keys: docs/design.md,
 # "Key states"), the server keeps working, and `p11ticket purge` destroys K1

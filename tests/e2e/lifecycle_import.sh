@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # lifecycle_import: `p11ticket import` migrates the ticket-key files of other
 # servers into the token, so the tickets those servers issued keep resuming:
 # for every supported format (they differ even at equal sizes:

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # lifecycle_pickup: a long-running server picks up generations the tool
 # creates, without a restart: servers rescan the token on their own, so
 # every change reaches them within the refresh bound (docs/rotation.md).

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # lifecycle_race: two `p11ticket rotate` processes started at the same
 # moment: afterwards exactly one key is active, every server agrees, and
 # every ticket issued in between still resumes (docs/rotation.md, racing

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # lifecycle_revoke: after `p11ticket revoke K1`, tickets under K1 stop
 # resuming within the refresh bound, and the client gets a full handshake
 # (revoke destroys the key in the token); `rotate` then creates a new

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # lifecycle_rotation: a ticket issued under K1 resumes after rotation,
 # because K1 is then decrypt-only, and the client gets a new ticket under
 # K2: a server accepts a decrypt-only key's tickets and renews them under

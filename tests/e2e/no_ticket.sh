@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # no_ticket: with -no_ticket the server issues no token ticket.
 #   TLS 1.2: the saved session carries no ticket at all.
 #   TLS 1.3: libssl may still send stateful tickets (a session-cache id,

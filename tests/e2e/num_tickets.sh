@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # num_tickets: TLS 1.3 with -num_tickets 4.  The C client keeps every
 # ticket of the first connection (s_client -sess_out keeps only the last)
 # and resumes each one on a new connection: all four must resume, and all

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * plain_ticket_server.c - a plain OpenSSL TLS server for the import tests.
  *

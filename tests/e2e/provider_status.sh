@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # provider_status: what `openssl list -providers -verbose` shows for the
 # p11ticket provider loaded from OPENSSL_CONF tells a working configuration
 # (status: active) from a broken one (status: inactive): a token-uri that

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # restart: a ticket issued by a server resumes on the same server after a
 # restart (the keys live in the token, not in the process).
 # shellcheck source=tests/lib.sh

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # tampered: a ticket with a flipped byte (key name, IV, ciphertext, MAC) or
 # truncated (20 bytes: below libssl's 32-byte minimum; 40 bytes: passes it)
 # gets a full handshake, never an error, and the server stays up.  The C

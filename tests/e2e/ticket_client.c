@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * ticket_client.c - a small TLS client for the end-to-end tests.
  *

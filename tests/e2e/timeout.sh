@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # timeout: with -timeout 2 a ticket resumes at once but, after 3 s, the
 # next connection is a full handshake.  (Under valgrind a handshake alone
 # takes about a second: there the timeout is 8 s and the wait 9 s.)

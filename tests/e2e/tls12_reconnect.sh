@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # tls12_reconnect: TLS 1.2 session tickets encrypted and MACed in the token.
 # `openssl s_client -tls1_2 -reconnect` makes one full handshake and five
 # resumptions: expect New then 5 x Reused, with GCM and with CBC ciphers

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # tls13_resume: TLS 1.3 resumption with a token ticket.  s_client -sess_out
 # then -sess_in: the second connection must be Reused, and the saved
 # ticket must start with a key name that `p11ticket list` shows.

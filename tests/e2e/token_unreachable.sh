@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # token_unreachable: whatever is wrong with the token configuration, the
 # server starts, serves full handshakes, never crashes, exits cleanly on
 # SIGTERM, and logs ONE clear error that names the openssl.cnf key at fault.

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # two_servers: two servers sharing one token, both running at once, accept
 # each other's tickets (the load-balancer case).
 # shellcheck source=tests/lib.sh

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * faultctl.c - p11t_faultctl, reads the counters file of the fault-injection
  * PKCS#11 module (faultmod.c; the file is named by P11T_FAULT_COUNTS).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * faultmod.c - libp11t_faultmod.so, a fault-injection PKCS#11 module for the
  * test suite (built in the build tree's lib/, never installed).

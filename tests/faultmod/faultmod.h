@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * faultmod.h - the exported functions of the fault-injection PKCS#11 module
  * (libp11t_faultmod.so, tests only, never installed) and the layout of its

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_faultmod.c - the fault-injection PKCS#11 module (faultmod.c) itself,
  * over a real SoftHSM token.

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # apache: Debian's unmodified Apache httpd 2.4 (mpm_event, two children as
 # www-data) issues and resumes tickets under the token's key when the
 # openssl.cnf in its environment loads p11ticket.  Apache hands its own

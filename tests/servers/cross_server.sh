@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # cross_server: nginx, HAProxy, Apache httpd, p11ticket-server and openssl
 # s_server on one token share the ticket keys, so any of them can decrypt
 # any other's tickets.  Whether a decrypted ticket RESUMES is decided by

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # haproxy: Debian's unmodified HAProxy 2.6 (master-worker, nbthread 2,
 # worker as www-data, no session-ID cache) issues and resumes tickets under
 # the token's key when openssl.cnf loads p11ticket: TLS 1.2 -reconnect 1 New

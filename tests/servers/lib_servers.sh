@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # shellcheck shell=bash
 # shellcheck disable=SC2153 # P11T_WORK, P11T_CONF, ... come from tests/lib.sh
 #

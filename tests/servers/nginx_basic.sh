@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # nginx_basic: Debian's unmodified nginx 1.22 (master + 2 workers as
 # www-data) issues and resumes tickets under the token's key when
 # openssl.cnf loads p11ticket; nothing in nginx.conf names p11ticket.

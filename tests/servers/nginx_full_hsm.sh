@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # nginx_full_hsm: nothing secret outside the token.  nginx's ECDSA
 # certificate key is generated inside the same SoftHSM token and used
 # through libp11's engine (ssl_certificate_key "engine:pkcs11:URI", the

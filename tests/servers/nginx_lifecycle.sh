@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # nginx_lifecycle: tickets of an unmodified nginx survive what operators do
 # to nginx and to the token (refresh-interval = 1):
 #   - `nginx -s reload`: new workers resume the old workers' tickets;

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # nginx_token_unreachable: the token is missing when nginx starts (its
 # directory is moved away and an empty one put in its place, so SoftHSM
 # shows no initialised token).  nginx starts, serves full handshakes without

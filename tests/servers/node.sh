@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # node: Debian's Node.js 18 (libnode108 links the system libssl3; unpacked by
 # scripts/install-deps.sh, since the machine's NodeSource node links OpenSSL
 # statically and can never load a provider) runs a plain https server

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # s_server: `openssl s_server -www` (no session-ID cache) with nothing but
 # OPENSSL_CONF naming the openssl.cnf that loads p11ticket: TLS 1.2
 # -reconnect 1 New 5 Reused, TLS 1.3 -sess_out / -sess_in Reused, tickets

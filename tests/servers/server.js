@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // tests/servers/server.js - a plain Node.js https server for node.sh:
 // P11T_NODE_PORT=PORT node --openssl-shared-config server.js CERT KEY [...]
 // Nothing here knows about p11ticket: with --openssl-shared-config, Node 18

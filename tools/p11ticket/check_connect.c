@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * check_connect.c - `check --connect HOST:PORT`: verify a running server,
  * modified or not, from the outside.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * cmd_check.c - issue and accept one ticket through the provider, exactly as
  * a server would, for TLS 1.2 and TLS 1.3.
@@ -24,6 +25,8 @@
 #include "tool.h"
 
 #define HANDSHAKE_ROUNDS 64
+#define OPT_CONNECT P11T_TOOL_OPT_LONG
+#define OPT_SERVERNAME (P11T_TOOL_OPT_LONG + 1)
 
 typedef struct check_ctx {
     p11t_tool *t;
@@ -31,6 +34,13 @@ typedef struct check_ctx {
     EVP_PKEY *pkey;
     X509 *cert;
     SSL_CTX *server, *client;
+    /*
+     * While p11ticket_enable() runs, the library's errors are held here
+     * rather than printed: when it fails, check says why in its own line,
+     * and the library's line would repeat the same cause.
+     */
+    int hold_errors;
+    char held[512];
 } check_ctx;
 
 static void usage(FILE *fp)
@@ -104,10 +114,16 @@ static void usage(FILE *fp)
 
 static void log_cb(int level, const char *msg, void *arg)
 {
-    const p11t_tool *t = arg;
+    check_ctx *c = arg;
+    const p11t_tool *t = c->t;
 
     switch (level) {
     case P11TICKET_LOG_ERROR:
+        if (c->hold_errors) {
+            if (c->held[0] == '\0')
+                snprintf(c->held, sizeof(c->held), "%s", msg);
+            break;
+        }
         fprintf(stderr, "p11ticket: library error: %s\n", msg);
         break;
     case P11TICKET_LOG_WARNING:
@@ -349,6 +365,7 @@ static int check_routing(const p11t_tool *t)
 static int setup(check_ctx *c)
 {
     const char *file = c->t->config_file;
+    int r;
 
     c->libctx = OSSL_LIB_CTX_new();
     if (c->libctx == NULL) {
@@ -383,14 +400,22 @@ static int setup(check_ctx *c)
      */
     SSL_CTX_set_session_cache_mode(c->server, SSL_SESS_CACHE_OFF);
 
-    if (p11ticket_enable(c->server) != 1) {
+    c->hold_errors = 1;
+    c->held[0] = '\0';
+    r = p11ticket_enable(c->server);
+    c->hold_errors = 0;
+    if (r != 1) {
         char status[512] = "";
 
+        /* The provider's status line is the cause the library logged. */
         if (!p11ticket_status(c->server, status, sizeof(status), NULL, 0))
-            snprintf(status, sizeof(status), "provider not loaded");
+            snprintf(status, sizeof(status), "%s",
+                     c->held[0] != '\0' ? c->held : "provider not loaded");
         p11t_tool_error("check: the token is not usable: %s", status);
         return P11T_TOOL_FAIL;
     }
+    if (c->held[0] != '\0')
+        fprintf(stderr, "p11ticket: library error: %s\n", c->held);
     return P11T_TOOL_OK;
 }
 
@@ -554,8 +579,8 @@ done:
 static int run(p11t_tool *t, int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"connect", required_argument, NULL, 'C'},
-        {"servername", required_argument, NULL, 'N'},
+        {"connect", required_argument, NULL, OPT_CONNECT},
+        {"servername", required_argument, NULL, OPT_SERVERNAME},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -566,12 +591,13 @@ static int run(p11t_tool *t, int argc, char **argv)
     int ch, rc, r;
 
     p11t_tool_getopt_reset(&p11t_tool_cmd_check, argv);
-    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((ch = p11t_tool_getopt(t, &p11t_tool_cmd_check, argc, argv, "h",
+                                  opts)) != -1) {
         switch (ch) {
-        case 'C':
+        case OPT_CONNECT:
             target = optarg;
             break;
-        case 'N':
+        case OPT_SERVERNAME:
             servername = optarg;
             break;
         default:
@@ -604,7 +630,7 @@ static int run(p11t_tool *t, int argc, char **argv)
 
     memset(&c, 0, sizeof(c));
     c.t = t;
-    p11ticket_set_log_callback(log_cb, t);
+    p11ticket_set_log_callback(log_cb, &c);
     rc = setup(&c);
     /* Both versions even if one fails: their failures differ in meaning. */
     if (rc == P11T_TOOL_OK) {

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * cmd_create.c - generate a new ticket key generation inside the token,
  * with lifecycle times from a policy.
@@ -7,6 +8,8 @@
 #include <string.h>
 
 #include "tool.h"
+
+#define OPT_START P11T_TOOL_OPT_LONG
 
 static void usage(FILE *fp)
 {
@@ -43,7 +46,7 @@ static void usage(FILE *fp)
         "                            how long it still decrypts afterwards "
         "(default:\n"
         "                            the section's decrypt-for, else 24h)\n"
-        "  -s, --start now|+DURATION start encrypting now (default) or "
+        "      --start now|+DURATION start encrypting now (default) or "
         "later; until\n"
         "                            then it is pending: servers accept it "
         "but do not\n"
@@ -62,7 +65,7 @@ static int run(p11t_tool *t, int argc, char **argv)
         {"aes-bits", required_argument, NULL, 'b'},
         {"encrypt-for", required_argument, NULL, 'e'},
         {"decrypt-for", required_argument, NULL, 'd'},
-        {"start", required_argument, NULL, 's'},
+        {"start", required_argument, NULL, OPT_START},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -77,7 +80,8 @@ static int run(p11t_tool *t, int argc, char **argv)
     int c, rc;
 
     p11t_tool_getopt_reset(&p11t_tool_cmd_create, argv);
-    while ((c = getopt_long(argc, argv, "b:e:d:s:h", opts, NULL)) != -1) {
+    while ((c = p11t_tool_getopt(t, &p11t_tool_cmd_create, argc, argv,
+                                 "b:e:d:h", opts)) != -1) {
         switch (c) {
         case 'b':
             if (!p11t_tool_aes_bits("create", optarg, &aes_len))
@@ -88,7 +92,7 @@ static int run(p11t_tool *t, int argc, char **argv)
             if (!p11t_tool_policy_opt("create", c, optarg, &pol))
                 return P11T_TOOL_USAGE;
             break;
-        case 's':
+        case OPT_START:
             if (strcmp(optarg, "now") == 0) {
                 start = 0;
             } else if (optarg[0] != '+' ||

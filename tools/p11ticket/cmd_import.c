@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * cmd_import.c - migrate the ticket-key files of other servers into the
  * token, so that tickets those servers issued keep resuming.
@@ -20,6 +21,8 @@
 
 #include "keyfile.h"
 #include "tool.h"
+
+#define OPT_STATE P11T_TOOL_OPT_LONG
 
 /* Room for a whole key file plus the parsed keys (see keyfile.h limits). */
 #define IMPORT_SECURE_HEAP (256 * 1024)
@@ -74,7 +77,7 @@ static void usage(FILE *fp)
           "\n"
           "Options:\n"
           "  -f, --format FORMAT         the file's format (required)\n"
-          "  -s, --state STATE           active (default) or decrypt-only\n"
+          "      --state STATE           active (default) or decrypt-only\n"
           "  -e, --encrypt-for DURATION  encrypt window of an active key "
           "(default: the\n"
           "                              section's encrypt-for, else 12h)\n"
@@ -327,7 +330,7 @@ static int run(p11t_tool *t, int argc, char **argv)
 {
     static const struct option opts[] = {
         {"format", required_argument, NULL, 'f'},
-        {"state", required_argument, NULL, 's'},
+        {"state", required_argument, NULL, OPT_STATE},
         {"encrypt-for", required_argument, NULL, 'e'},
         {"decrypt-for", required_argument, NULL, 'd'},
         {"dry-run", no_argument, NULL, 'n'},
@@ -343,7 +346,8 @@ static int run(p11t_tool *t, int argc, char **argv)
     int c, rc, active = 1, dry_run = 0, ok;
 
     p11t_tool_getopt_reset(&p11t_tool_cmd_import, argv);
-    while ((c = getopt_long(argc, argv, "f:s:e:d:nh", opts, NULL)) != -1) {
+    while ((c = p11t_tool_getopt(t, &p11t_tool_cmd_import, argc, argv,
+                                 "f:e:d:nh", opts)) != -1) {
         switch (c) {
         case 'f':
             if (!p11t_keyfile_format_parse(optarg, &fmt)) {
@@ -354,7 +358,7 @@ static int run(p11t_tool *t, int argc, char **argv)
                 return P11T_TOOL_USAGE;
             }
             break;
-        case 's':
+        case OPT_STATE:
             if (strcmp(optarg, "active") == 0) {
                 active = 1;
             } else if (strcmp(optarg, "decrypt-only") == 0) {

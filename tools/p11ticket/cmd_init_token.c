@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * cmd_init_token.c - initialise a development token (SoftHSM) for p11ticket.
  *
@@ -15,6 +16,7 @@
 #include "tool.h"
 
 #define LABEL_LEN 32 /* CK_TOKEN_INFO.label, blank padded */
+#define OPT_LABEL P11T_TOOL_OPT_LONG
 
 static void usage(FILE *fp)
 {
@@ -34,7 +36,7 @@ static void usage(FILE *fp)
           "initialised with their vendor's tools.\n"
           "\n"
           "Options:\n"
-          "  -l, --label LABEL        token label, at most 32 bytes (default: "
+          "      --label LABEL        token label, at most 32 bytes (default: "
           "the token=\n"
           "                           attribute of the section's token-uri)\n"
           "  -S, --so-pin-source SRC  where to read the new SO PIN: "
@@ -310,7 +312,7 @@ static void report_done(init_ctx *c)
 static int run(p11t_tool *t, int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"label", required_argument, NULL, 'l'},
+        {"label", required_argument, NULL, OPT_LABEL},
         {"so-pin-source", required_argument, NULL, 'S'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -322,9 +324,10 @@ static int run(p11t_tool *t, int argc, char **argv)
     int ch, rc;
 
     p11t_tool_getopt_reset(&p11t_tool_cmd_init_token, argv);
-    while ((ch = getopt_long(argc, argv, "l:S:h", opts, NULL)) != -1) {
+    while ((ch = p11t_tool_getopt(t, &p11t_tool_cmd_init_token, argc, argv,
+                                  "S:h", opts)) != -1) {
         switch (ch) {
-        case 'l':
+        case OPT_LABEL:
             opt_label = optarg;
             break;
         case 'S':

@@ -1,8 +1,15 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
- * cmd_list.c - `list` and its alias `status`: every p11ticket object on the
- * token, grouped by generation, with the generation's lifecycle state and
- * times and the attributes that keep the key inside the token.  Never a key
- * value.  --json gives monitoring one entry per generation.
+ * cmd_list.c - `list`: every p11ticket object on the token, grouped by
+ * generation, with the generation's lifecycle state and times and the
+ * attributes that keep the key inside the token.  Never a key value.
+ * `status` (cmd_status.c) shows the same generations as an operator reads
+ * them: relative times and a timeline.
+ *
+ * list --json is the tool's one JSON document without a "format" member: a
+ * bare array, one entry per generation, that scripts have read since the
+ * first release (tests/lib.sh among them).  It stays exactly as it is;
+ * status --json carries the same generation members in a versioned object.
  */
 #include <getopt.h>
 #include <stdlib.h>
@@ -15,15 +22,16 @@ typedef struct row {
     const p11t_keyinfo *g; /* its generation */
 } row;
 
-static void usage_for(FILE *fp, const char *name)
+static void usage(FILE *fp)
 {
-    fprintf(fp, "usage: p11ticket [global options] %s [--json]\n", name);
-    fputs("\n"
+    fputs("usage: p11ticket [global options] list [--json]\n"
+          "\n"
           "Show the ticket keys on the token, one line per token object, "
           "grouped by\n"
-          "generation (key name) and ordered by encrypt-from.  'list' and "
-          "'status' are\n"
-          "the same command.  Columns:\n"
+          "generation (key name) and ordered by encrypt-from.  'p11ticket "
+          "status' shows\n"
+          "the same generations with relative times and a timeline.  "
+          "Columns:\n"
           "  NAME         key name in hex (the first 16 bytes of every "
           "ticket)\n"
           "  ROLE         aes or hmac\n"
@@ -59,25 +67,14 @@ static void usage_for(FILE *fp, const char *name)
           "same with\n"
           "               _unix (seconds, null for never), aes_bits, "
           "hmac_bits, check\n"
-          "               (ok or WEAK) and objects (per-object attributes)\n"
+          "               (ok or WEAK) and objects (per-object attributes).  "
+          "It is the\n"
+          "               one JSON output without a \"format\" member; "
+          "status --json has\n"
+          "               the same generation members in a versioned "
+          "document\n"
           "  -h, --help   show this help\n",
           fp);
-}
-
-static void usage_list(FILE *fp)
-{
-    usage_for(fp, "list");
-}
-
-static void usage_status(FILE *fp)
-{
-    usage_for(fp, "status");
-}
-
-static int obj_ok(const p11t_objinfo *o)
-{
-    return o->token && o->priv && o->sensitive && !o->extractable &&
-           !o->value_readable;
 }
 
 static const char *role_name(p11t_role r)
@@ -106,26 +103,15 @@ static const char *key_type_name(CK_KEY_TYPE kt, char buf[static 24])
     }
 }
 
-static int cmp_gens(const p11t_keyinfo *x, const p11t_keyinfo *y)
-{
-    if (x->times.encrypt_from != y->times.encrypt_from)
-        return x->times.encrypt_from < y->times.encrypt_from ? -1 : 1;
-    return memcmp(x->name, y->name, P11T_NAME_LEN);
-}
-
+/* Rows follow the generations' order (p11t_tool_sort_generations), AES
+ * first within a generation. */
 static int cmp_rows(const void *a, const void *b)
 {
     const row *x = a, *y = b;
-    int c = cmp_gens(x->g, y->g);
 
-    if (c != 0)
-        return c;
+    if (x->g != y->g)
+        return x->g < y->g ? -1 : 1;
     return (int)x->o->role - (int)y->o->role;
-}
-
-static int cmp_keyinfo(const void *a, const void *b)
-{
-    return cmp_gens(a, b);
 }
 
 static row *sorted_rows(const p11t_objinfo *objs, size_t n,
@@ -181,34 +167,14 @@ static void print_table(const row *rows, size_t n, const p11t_keyinfo *gens,
                is_current(gens, cur, rows[i].g) ? "yes" : "no", ef, eu, du,
                yes_no(o->token), yes_no(o->priv), yes_no(o->sensitive),
                yes_no(o->extractable), yes_no(o->always_sensitive),
-               yes_no(o->never_extractable), obj_ok(o) ? "ok" : "WEAK");
+               yes_no(o->never_extractable),
+               p11t_tool_obj_ok(o) ? "ok" : "WEAK");
     }
-}
-
-static void json_time(const char *key, int64_t t)
-{
-    char buf[32];
-
-    if (t == P11T_TIME_NEVER) {
-        printf("\"%s\": null, \"%s_unix\": null", key, key);
-        return;
-    }
-    p11t_tool_format_time(t, buf);
-    printf("\"%s\": \"%s\", \"%s_unix\": %lld", key, buf, key, (long long)t);
 }
 
 static const char *jb(int b)
 {
-    return b ? "true" : "false";
-}
-
-static int gen_ok(const p11t_objinfo *objs, size_t n, const p11t_keyinfo *g)
-{
-    for (size_t i = 0; i < n; i++)
-        if (memcmp(objs[i].name, g->name, P11T_NAME_LEN) == 0 &&
-            !obj_ok(&objs[i]))
-            return 0;
-    return 1;
+    return p11t_tool_json_bool(b);
 }
 
 /* Every string printed here is hex or from a fixed table: no escaping. */
@@ -219,25 +185,12 @@ static void print_json(const p11t_objinfo *objs, size_t n,
     printf("[");
     for (size_t i = 0; i < ng; i++) {
         const p11t_keyinfo *g = &gens[i];
-        char hex[33];
         int first = 1;
 
-        p11t_hex(g->name, hex);
-        printf("%s\n  {\"name\": \"%s\", \"state\": \"%s\", \"current\": %s, "
-               "\"complete\": %s,\n   ",
-               i ? "," : "", hex,
-               p11t_state_name(p11t_lifecycle_state(&g->times, now)),
-               jb(is_current(gens, cur, g)), jb(p11t_tool_complete(g)));
-        json_time("encrypt_from", g->times.encrypt_from);
-        printf(",\n   ");
-        json_time("encrypt_until", g->times.encrypt_until);
-        printf(",\n   ");
-        json_time("decrypt_until", g->times.decrypt_until);
-        printf(",\n   \"aes_bits\": %lu, \"hmac_bits\": %lu, \"check\": "
-               "\"%s\",\n   \"objects\": [",
-               g->has_aes ? (unsigned long)g->aes_len * 8 : 0UL,
-               g->has_hmac ? (unsigned long)g->hmac_len * 8 : 0UL,
-               gen_ok(objs, n, g) ? "ok" : "WEAK");
+        printf("%s\n  {", i ? "," : "");
+        p11t_tool_json_generation(objs, n, g, is_current(gens, cur, g), now,
+                                  ",\n   ");
+        printf(",\n   \"objects\": [");
         /* AES first, then HMAC, then anything else, for stable output. */
         for (size_t j = 0; j < 3 * n; j++) {
             const p11t_objinfo *o = &objs[j % n];
@@ -259,7 +212,7 @@ static void print_json(const p11t_objinfo *objs, size_t n,
                    (unsigned long)o->value_len * 8, jb(o->token), jb(o->priv),
                    jb(o->sensitive), jb(o->extractable),
                    jb(o->always_sensitive), jb(o->never_extractable),
-                   jb(o->value_readable), obj_ok(o) ? "ok" : "WEAK");
+                   jb(o->value_readable), p11t_tool_obj_ok(o) ? "ok" : "WEAK");
             first = 0;
         }
         printf("]}");
@@ -267,64 +220,23 @@ static void print_json(const p11t_objinfo *objs, size_t n,
     printf("%s]\n", ng ? "\n" : "");
 }
 
-/*
- * A generation needs exactly one usable object of each role to be used
- * (the servers ignore it otherwise), and its labels should agree.
- */
-static void warn_generations(const p11t_objinfo *objs, size_t n,
-                             const p11t_keyinfo *gens, size_t ng)
-{
-    for (size_t i = 0; i < ng; i++) {
-        const p11t_keyinfo *g = &gens[i];
-        const p11t_objinfo *first = NULL;
-        int has[3] = {0, 0, 0}, differ = 0;
-        char hex[33];
-
-        for (size_t j = 0; j < n; j++) {
-            const p11t_objinfo *o = &objs[j];
-
-            if (memcmp(o->name, g->name, P11T_NAME_LEN) != 0)
-                continue;
-            if (o->role == P11T_ROLE_AES || o->role == P11T_ROLE_HMAC)
-                has[o->role]++;
-            if (first == NULL)
-                first = o;
-            else if (o->times.encrypt_from != first->times.encrypt_from ||
-                     o->times.encrypt_until != first->times.encrypt_until ||
-                     o->times.decrypt_until != first->times.decrypt_until)
-                differ = 1;
-        }
-        p11t_hex(g->name, hex);
-        if (!p11t_tool_complete(g))
-            p11t_tool_warn("key %s is incomplete (%d aes and %d hmac objects, "
-                           "%s usable): servers ignore it; 'p11ticket purge' "
-                           "removes it once it is 10 minutes old",
-                           hex, has[P11T_ROLE_AES], has[P11T_ROLE_HMAC],
-                           g->has_aes == 1 || g->has_hmac == 1 ? "not all"
-                                                               : "none");
-        if (differ)
-            p11t_tool_warn("key %s: its objects' labels disagree on the "
-                           "lifecycle times; the stricter times are shown",
-                           hex);
-    }
-}
-
-static int list(p11t_tool *t, const p11t_tool_cmd *cmd, int argc, char **argv)
+static int run(p11t_tool *t, int argc, char **argv)
 {
     static const struct option opts[] = {
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    const p11t_tool_cmd *cmd = &p11t_tool_cmd_list;
     p11t_objinfo *objs = NULL;
     p11t_keyinfo *gens = NULL;
-    size_t n = 0, ng = 0, weak = 0;
+    size_t n = 0, ng = 0;
     int json = 0, c, rc, cur;
     int64_t now;
     row *rows;
 
     p11t_tool_getopt_reset(cmd, argv);
-    while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
+    while ((c = p11t_tool_getopt(t, cmd, argc, argv, "jh", opts)) != -1) {
         switch (c) {
         case 'j':
             json = 1;
@@ -343,7 +255,7 @@ static int list(p11t_tool *t, const p11t_tool_cmd *cmd, int argc, char **argv)
     if ((rc = p11t_tool_scan(t, cmd->name, &objs, &n, &gens, &ng)) !=
         P11T_TOOL_OK)
         return rc;
-    qsort(gens, ng, sizeof(*gens), cmp_keyinfo);
+    p11t_tool_sort_generations(gens, ng);
     rows = sorted_rows(objs, n, gens, ng);
     if (rows == NULL) {
         free(objs);
@@ -357,20 +269,11 @@ static int list(p11t_tool *t, const p11t_tool_cmd *cmd, int argc, char **argv)
     if (json)
         print_json(objs, n, gens, ng, cur, now);
     else if (n == 0)
-        fprintf(stderr, "p11ticket: no p11ticket keys on the token "
-                        "(create them with 'p11ticket rotate')\n");
+        p11t_tool_warn("no p11ticket keys on the token (create them with "
+                       "'p11ticket rotate')");
     else
         print_table(rows, n, gens, cur, now);
-    warn_generations(objs, n, gens, ng);
-    for (size_t i = 0; i < n; i++)
-        weak += !obj_ok(&objs[i]);
-    if (weak > 0)
-        p11t_tool_warn("%zu object(s) marked WEAK: their values may leave "
-                       "the token",
-                       weak);
-    if (n > 0 && cur < 0)
-        p11t_tool_warn("no generation is active: servers issue no tickets "
-                       "until 'p11ticket rotate' (or create) makes one");
+    p11t_tool_warn_generations(objs, n, gens, ng, cur);
 
     free(rows);
     free(gens);
@@ -378,26 +281,9 @@ static int list(p11t_tool *t, const p11t_tool_cmd *cmd, int argc, char **argv)
     return P11T_TOOL_OK;
 }
 
-static int run_list(p11t_tool *t, int argc, char **argv)
-{
-    return list(t, &p11t_tool_cmd_list, argc, argv);
-}
-
-static int run_status(p11t_tool *t, int argc, char **argv)
-{
-    return list(t, &p11t_tool_cmd_status, argc, argv);
-}
-
 const p11t_tool_cmd p11t_tool_cmd_list = {
     .name = "list",
-    .summary = "show the generations on the token: state, times, attributes",
-    .run = run_list,
-    .usage = usage_list,
-};
-
-const p11t_tool_cmd p11t_tool_cmd_status = {
-    .name = "status",
-    .summary = "the same as list",
-    .run = run_status,
-    .usage = usage_status,
+    .summary = "every token object: state, times, attributes (JSON too)",
+    .run = run,
+    .usage = usage,
 };

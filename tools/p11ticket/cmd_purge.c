@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * cmd_purge.c - destroy expired generations and incomplete debris, the
  * destroying half of `rotate` (same rules, p11t_rotate_plan), without
@@ -41,7 +42,8 @@ static int run(p11t_tool *t, int argc, char **argv)
     int c, dry_run = 0;
 
     p11t_tool_getopt_reset(&p11t_tool_cmd_purge, argv);
-    while ((c = getopt_long(argc, argv, "nh", opts, NULL)) != -1) {
+    while ((c = p11t_tool_getopt(t, &p11t_tool_cmd_purge, argc, argv, "nh",
+                                 opts)) != -1) {
         switch (c) {
         case 'n':
             dry_run = 1;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * cmd_retire.c - stop encrypting with a generation now; it keeps
  * decrypting (and servers renew its tickets under the current key) until
@@ -62,7 +63,8 @@ static int run(p11t_tool *t, int argc, char **argv)
     int c, rc, i;
 
     p11t_tool_getopt_reset(&p11t_tool_cmd_retire, argv);
-    while ((c = getopt_long(argc, argv, "d:h", opts, NULL)) != -1) {
+    while ((c = p11t_tool_getopt(t, &p11t_tool_cmd_retire, argc, argv, "d:h",
+                                 opts)) != -1) {
         switch (c) {
         case 'd':
             if (!p11t_tool_policy_opt("retire", c, optarg, &pol))

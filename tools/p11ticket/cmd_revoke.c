@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * cmd_revoke.c - destroy a generation now: the response to a compromised
  * key.  Unlike retire, tickets under it stop resuming.
@@ -50,8 +51,10 @@ static int run(p11t_tool *t, int argc, char **argv)
     int c, rc, i, current, active_left;
 
     p11t_tool_getopt_reset(&p11t_tool_cmd_revoke, argv);
-    /* --help is the only option: any option ends the command. */
-    if ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1)
+    /* --help is its only option (the global ones aside): any other ends
+     * the command. */
+    if ((c = p11t_tool_getopt(t, &p11t_tool_cmd_revoke, argc, argv, "h",
+                              opts)) != -1)
         return p11t_tool_help_or_bad(&p11t_tool_cmd_revoke, c);
     if ((rc = p11t_tool_name_operand(&p11t_tool_cmd_revoke, argc, argv,
                                      name)) != P11T_TOOL_OK)

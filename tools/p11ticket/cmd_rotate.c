@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * cmd_rotate.c - scheduled rotation: make sure a key encrypts now, that its
  * successor exists `lead` ahead of time, and that expired generations are
@@ -342,7 +343,8 @@ static int run(p11t_tool *t, int argc, char **argv)
     int c, dry_run = 0;
 
     p11t_tool_getopt_reset(&p11t_tool_cmd_rotate, argv);
-    while ((c = getopt_long(argc, argv, "e:d:l:b:nh", opts, NULL)) != -1) {
+    while ((c = p11t_tool_getopt(t, &p11t_tool_cmd_rotate, argc, argv,
+                                 "e:d:l:b:nh", opts)) != -1) {
         switch (c) {
         case 'e':
         case 'd':

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fuzz_keyfile.c - p11t_keyfile_parse() on arbitrary bytes, in every
  * format.  A key file comes from another system and may be truncated,

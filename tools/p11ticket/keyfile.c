@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * keyfile.c - parsers for other servers' ticket-key files (see keyfile.h).
  *

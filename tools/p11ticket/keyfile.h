@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * keyfile.h - parsers for the ticket-key files of other TLS servers, for
  * `p11ticket import`.

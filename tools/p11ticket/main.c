@@ -1,9 +1,12 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * main.c - the p11ticket setup tool: global options and the command table.
  *
  *   p11ticket [--config FILE] [--section NAME] <command> [options]
  *
- * Each command lives in its own cmd_*.c file and parses its own options.
+ * Each command lives in its own cmd_*.c file and parses its own options
+ * with p11t_tool_getopt(), which also takes the global options, so that
+ * they may follow the command name as well.
  */
 #include <getopt.h>
 #include <stdlib.h>
@@ -24,6 +27,7 @@ static const p11t_tool_cmd *const commands[] = {
     &p11t_tool_cmd_import,
     &p11t_tool_cmd_list,
     &p11t_tool_cmd_status,
+    &p11t_tool_cmd_tokens,
     &p11t_tool_cmd_check,
     NULL,
 };
@@ -41,7 +45,7 @@ static void usage(FILE *fp)
           "The tool reads the same openssl.cnf provider section as the "
           "servers.\n"
           "\n"
-          "Global options:\n"
+          "Global options (before or after the command):\n"
           "  -c, --config FILE    openssl.cnf to read (default: $OPENSSL_CONF,"
           "\n"
           "                       else OpenSSL's default configuration file)\n"
@@ -49,7 +53,8 @@ static void usage(FILE *fp)
           "(default:\n"
           "                       " P11T_TOOL_DEFAULT_SECTION ")\n"
           "  -v, --verbose        more detail on stderr\n"
-          "  -h, --help           show this help\n"
+          "  -h, --help           show this help (after a command: its "
+          "help)\n"
           "  -V, --version        show the version\n"
           "\n"
           "Commands:\n",
@@ -58,6 +63,8 @@ static void usage(FILE *fp)
         fprintf(fp, "  %-12s %s\n", commands[i]->name, commands[i]->summary);
     fputs("\n"
           "Run 'p11ticket <command> --help' for the options of a command.\n"
+          "Results go to standard output, warnings and errors to standard "
+          "error.\n"
           "Exit status: 0 success, 1 token or operation failure, 2 usage or "
           "configuration error.\n",
           fp);
@@ -130,13 +137,10 @@ int main(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "+c:s:vhV", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
-            t.config_file = optarg;
-            break;
         case 's':
-            t.provider_name = optarg;
-            break;
         case 'v':
-            t.verbose++;
+            if (p11t_tool_global_opt(&t, c, optarg) != P11T_TOOL_OK)
+                return P11T_TOOL_USAGE;
             break;
         case 'h':
             usage(stdout);
@@ -151,14 +155,6 @@ int main(int argc, char **argv)
     }
     if (optind >= argc) {
         usage(stderr);
-        return P11T_TOOL_USAGE;
-    }
-    if (*t.provider_name == '\0') {
-        p11t_tool_error("--section: empty name");
-        return P11T_TOOL_USAGE;
-    }
-    if (t.config_file != NULL && *t.config_file == '\0') {
-        p11t_tool_error("--config: empty file name");
         return P11T_TOOL_USAGE;
     }
 

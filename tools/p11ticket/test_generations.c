@@ -1,7 +1,9 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_generations.c - unit tests of gen.c with fixed times: folding token
- * objects into generations, the key every server encrypts with, and which
- * generations racing rotators destroy as duplicates.
+ * objects into generations, the key every server encrypts with, which
+ * generations racing rotators destroy as duplicates, and what status shows
+ * (durations, when a new key is needed, the timeline).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -219,6 +221,129 @@ static void test_time_add(void)
     CHECK(p11t_time_add(P11T_TIME_NEVER - 5, 100) == P11T_TIME_NEVER - 1);
 }
 
+static void dur_is(int64_t secs, const char *want, int line)
+{
+    char out[P11T_TOOL_DUR_LEN];
+
+    p11t_tool_format_dur(secs, out);
+    CHECK_AT(strcmp(out, want) == 0, line);
+    if (strcmp(out, want) != 0)
+        fprintf(stderr, "  format_dur(%lld) = '%s', want '%s'\n",
+                (long long)secs, out, want);
+}
+#define DUR_IS(s, w) dur_is(s, w, __LINE__)
+
+static void test_format_dur(void)
+{
+    DUR_IS(0, "0s");
+    DUR_IS(59, "59s");
+    DUR_IS(60, "1m");
+    DUR_IS(89, "1m");
+    DUR_IS(90, "2m"); /* rounded to the last unit shown */
+    DUR_IS(42 * 60 + 10, "42m");
+    DUR_IS(59 * 60 + 29, "59m");
+    DUR_IS(59 * 60 + 30, "1h");
+    DUR_IS(H, "1h");
+    DUR_IS(3 * H + 12 * 60, "3h12m");
+    DUR_IS(9 * H, "9h");
+    DUR_IS(24 * H - 31, "23h59m");
+    DUR_IS(24 * H - 30, "1d");
+    DUR_IS(28 * H, "1d04h");
+    DUR_IS(28 * H + 29 * 60, "1d04h");
+    DUR_IS(28 * H + 30 * 60, "1d05h");
+    DUR_IS(48 * H, "2d");
+    DUR_IS(-2 * H, "2h"); /* the magnitude: callers say "ago" */
+    DUR_IS(-5, "5s");
+    DUR_IS(INT64_MIN, "106751991167300d16h");
+}
+
+static void test_sort(void)
+{
+    p11t_keyinfo k[3];
+
+    k[0] = gen(0x30, NOW + H, NOW + 2 * H, NOW + 3 * H);
+    k[1] = gen(0x20, NOW, NOW + H, NOW + 2 * H);
+    k[2] = gen(0x10, NOW + H, NOW + 2 * H, NOW + 3 * H);
+    p11t_tool_sort_generations(k, 3);
+    CHECK(k[0].name[0] == 0x20 && k[1].name[0] == 0x10 && k[2].name[0] == 0x30);
+    p11t_tool_sort_generations(k, 0);
+}
+
+static void test_obj_ok(void)
+{
+    p11t_objinfo o[2];
+    p11t_keyinfo g = gen(1, NOW, NOW + H, NOW + 2 * H);
+
+    o[0] = obj(1, P11T_ROLE_AES, NOW, NOW + H, NOW + 2 * H);
+    o[1] = obj(1, P11T_ROLE_HMAC, NOW, NOW + H, NOW + 2 * H);
+    for (int i = 0; i < 2; i++)
+        o[i].token = o[i].priv = o[i].sensitive = CK_TRUE;
+    CHECK(p11t_tool_obj_ok(&o[0]) && p11t_tool_gen_ok(o, 2, &g));
+    o[1].extractable = CK_TRUE;
+    CHECK(!p11t_tool_obj_ok(&o[1]) && !p11t_tool_gen_ok(o, 2, &g));
+    o[1].extractable = CK_FALSE;
+    o[1].value_readable = 1;
+    CHECK(!p11t_tool_gen_ok(o, 2, &g));
+    /* Another generation's weak object does not count. */
+    o[1].name[0] = 2;
+    CHECK(p11t_tool_gen_ok(o, 2, &g));
+}
+
+static void test_issuing_until(void)
+{
+    p11t_keyinfo k[3];
+
+    /* Current until +3h, successor from +2h to +5h: tickets until +5h. */
+    k[0] = gen(1, NOW - H, NOW + 3 * H, NOW + 27 * H);
+    k[1] = gen(2, NOW + 2 * H, NOW + 5 * H, NOW + 10 * H);
+    CHECK(p11t_tool_issuing_until(k, 2, NOW) == NOW + 5 * H);
+    /* A gap between them: until the first one ends. */
+    k[1] = gen(2, NOW + 4 * H, NOW + 5 * H, NOW + 10 * H);
+    CHECK(p11t_tool_issuing_until(k, 2, NOW) == NOW + 3 * H);
+    /* Back to back (half-open windows): no gap. */
+    k[1] = gen(2, NOW + 3 * H, NOW + 5 * H, NOW + 10 * H);
+    CHECK(p11t_tool_issuing_until(k, 2, NOW) == NOW + 5 * H);
+    /* None now: now.  Incomplete ones never count. */
+    CHECK(p11t_tool_issuing_until(&k[1], 1, NOW) == NOW);
+    k[2] = gen(3, NOW, NOW + 20 * H, NOW + 30 * H);
+    k[2].has_hmac = 0;
+    CHECK(p11t_tool_issuing_until(k, 3, NOW) == NOW + 5 * H);
+    /* Open-ended: never. */
+    k[2].has_hmac = 1;
+    k[2].times.encrypt_until = P11T_TIME_NEVER;
+    CHECK(p11t_tool_issuing_until(k, 3, NOW) == NOW + 30 * H); /* its du */
+    k[2].times.decrypt_until = P11T_TIME_NEVER;
+    CHECK(p11t_tool_issuing_until(k, 3, NOW) == P11T_TIME_NEVER);
+    CHECK(p11t_tool_issuing_until(k, 0, NOW) == NOW);
+}
+
+static void test_timeline(void)
+{
+    p11t_keyinfo k[3];
+
+    k[0] = gen(1, NOW - H, NOW + 3 * H, NOW + 27 * H);
+    k[1] = gen(2, NOW + 2 * H, NOW + 5 * H, NOW + 10 * H);
+    k[2] = gen(3, NOW - 10 * H, NOW - 2 * H, NOW + H);
+    CHECK(p11t_tool_timeline_char(k, 3, 0, NOW) == 'E');
+    CHECK(p11t_tool_timeline_char(k, 3, 1, NOW) == 'P');
+    CHECK(p11t_tool_timeline_char(k, 3, 2, NOW) == 'd');
+    /* At +2h the successor encrypts; the first is still active. */
+    CHECK(p11t_tool_timeline_char(k, 3, 0, NOW + 2 * H) == 'a');
+    CHECK(p11t_tool_timeline_char(k, 3, 1, NOW + 2 * H) == 'E');
+    CHECK(p11t_tool_timeline_char(k, 3, 0, NOW + 3 * H) == 'd');
+    CHECK(p11t_tool_timeline_char(k, 3, 2, NOW + H) == '.');
+    CHECK(p11t_tool_timeline_char(k, 3, 1, NOW + 5 * H) == 'd');
+    CHECK(p11t_tool_timeline_char(k, 3, 1, NOW + 10 * H) == '.');
+
+    /* No key in [from, to): at from, or at a change inside. */
+    CHECK(!p11t_tool_no_key_in(k, 3, NOW, NOW + 5 * H));
+    CHECK(p11t_tool_no_key_in(k, 3, NOW + 4 * H, NOW + 5 * H + 1));
+    CHECK(!p11t_tool_no_key_in(k, 3, NOW + 4 * H, NOW + 5 * H));
+    CHECK(p11t_tool_no_key_in(k, 3, NOW + 6 * H, NOW + 7 * H));
+    CHECK(!p11t_tool_no_key_in(k, 3, NOW, NOW));
+    CHECK(p11t_tool_no_key_in(k, 0, NOW, NOW + 1));
+}
+
 int main(void)
 {
     test_fold();
@@ -226,5 +351,10 @@ int main(void)
     test_duplicates();
     test_overlapping();
     test_time_add();
+    test_format_dur();
+    test_sort();
+    test_obj_ok();
+    test_issuing_until();
+    test_timeline();
     return test_report("test_generations");
 }

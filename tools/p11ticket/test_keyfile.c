@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_keyfile.c - unit tests of the key-file parsers (keyfile.c): every
  * layout byte for byte, the exact-size rule, HAProxy's lines and which of

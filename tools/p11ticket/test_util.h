@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_util.h - what the tool's unit tests (test_*.c) share: the failure
  * count, CHECK, and main's report.  Header-only; include it once per test.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tool.c - shared helpers of the p11ticket setup tool: configuration,
  * token handle, PINs, messages.
@@ -99,6 +100,107 @@ void p11t_tool_getopt_reset(const p11t_tool_cmd *cmd, char **argv)
     /* glibc: optind = 0 re-initialises getopt's internal state as well. */
     optind = 0;
     opterr = 1;
+}
+
+/* The global options (main.c parses them before the command name). */
+static const struct option global_opts[] = {
+    {"config", required_argument, NULL, 'c'},
+    {"section", required_argument, NULL, 's'},
+    {"verbose", no_argument, NULL, 'v'},
+};
+#define GLOBAL_SHORT "c:s:v"
+#define N_GLOBAL (sizeof(global_opts) / sizeof(global_opts[0]))
+#define MAX_CMD_OPTS 32
+
+int p11t_tool_global_opt(p11t_tool *t, int c, const char *arg)
+{
+    switch (c) {
+    case 'c':
+        if (*arg == '\0') {
+            p11t_tool_error("--config: empty file name");
+            return P11T_TOOL_USAGE;
+        }
+        t->config_file = arg;
+        return P11T_TOOL_OK;
+    case 's':
+        if (*arg == '\0') {
+            p11t_tool_error("--section: empty name");
+            return P11T_TOOL_USAGE;
+        }
+        t->provider_name = arg;
+        return P11T_TOOL_OK;
+    default: /* 'v' */
+        t->verbose++;
+        return P11T_TOOL_OK;
+    }
+}
+
+static int is_global(int c)
+{
+    return c == 'c' || c == 's' || c == 'v';
+}
+
+/* The command's options followed by the global ones; 0 if they clash. */
+static int merge_options(const p11t_tool_cmd *cmd, const char *shortopts,
+                         const struct option *longopts, struct option *all,
+                         char *all_short, size_t short_len)
+{
+    size_t n = 0;
+
+    for (const char *p = shortopts; *p != '\0'; p++)
+        if (*p != ':' && is_global(*p)) {
+            p11t_tool_error("internal error: %s: -%c is a global option",
+                            cmd->name, *p);
+            return 0;
+        }
+    for (; longopts[n].name != NULL; n++) {
+        for (size_t g = 0; g < N_GLOBAL; g++)
+            if (strcmp(longopts[n].name, global_opts[g].name) == 0 ||
+                longopts[n].val == global_opts[g].val) {
+                p11t_tool_error("internal error: %s: --%s clashes with the "
+                                "global --%s",
+                                cmd->name, longopts[n].name,
+                                global_opts[g].name);
+                return 0;
+            }
+        if (n == MAX_CMD_OPTS) {
+            p11t_tool_error("internal error: %s: too many options", cmd->name);
+            return 0;
+        }
+        all[n] = longopts[n];
+    }
+    memcpy(&all[n], global_opts, sizeof(global_opts));
+    memset(&all[n + N_GLOBAL], 0, sizeof(*all));
+    if ((size_t)snprintf(all_short, short_len, "%s%s", shortopts,
+                         GLOBAL_SHORT) >= short_len) {
+        p11t_tool_error("internal error: %s: too many options", cmd->name);
+        return 0;
+    }
+    return 1;
+}
+
+int p11t_tool_getopt(p11t_tool *t, const p11t_tool_cmd *cmd, int argc,
+                     char **argv, const char *shortopts,
+                     const struct option *longopts)
+{
+    /* One command runs per process; getopt_long() wants the same tables on
+     * every call of a parse. */
+    static struct option all[MAX_CMD_OPTS + N_GLOBAL + 1];
+    static char all_short[3 * MAX_CMD_OPTS + sizeof(GLOBAL_SHORT)];
+    static const p11t_tool_cmd *built;
+    int c;
+
+    if (built != cmd) {
+        if (!merge_options(cmd, shortopts, longopts, all, all_short,
+                           sizeof(all_short)))
+            return '?';
+        built = cmd;
+    }
+    while ((c = getopt_long(argc, argv, all_short, all, NULL)) != -1 &&
+           is_global(c))
+        if (p11t_tool_global_opt(t, c, optarg) != P11T_TOOL_OK)
+            return '?';
+    return c;
 }
 
 int p11t_tool_bad_usage(const p11t_tool_cmd *cmd)
@@ -453,6 +555,115 @@ int64_t p11t_tool_now(void)
     return (int64_t)time(NULL);
 }
 
+/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    size_t len, i;
+    unsigned cp;
+
+    if (s[0] < 0x80)
+        return 1;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf)
+        len = 2, cp = s[0] & 0x1f;
+    else if (s[0] >= 0xe0 && s[0] <= 0xef)
+        len = 3, cp = s[0] & 0x0f;
+    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+        len = 4, cp = s[0] & 0x07;
+    else
+        return 0;
+    if (len > n)
+        return 0;
+    for (i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    /* Overlong forms, surrogates and code points past U+10FFFF. */
+    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+        (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+        return 0;
+    return len;
+}
+
+void p11t_tool_pkcs11_string(const CK_UTF8CHAR *s, size_t len, char *out)
+{
+    size_t i = 0, o = 0, k;
+
+    while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\0'))
+        len--;
+    while (i < len) {
+        if (s[i] < 0x20 || s[i] == 0x7f ||
+            (k = utf8_len(s + i, len - i)) == 0) {
+            out[o++] = '?';
+            i++;
+            continue;
+        }
+        memcpy(out + o, s + i, k);
+        o += k;
+        i += k;
+    }
+    out[o] = '\0';
+}
+
+/* ---- JSON ---------------------------------------------------------------- */
+
+void p11t_tool_json_string(const char *s)
+{
+    putchar('"');
+    for (; *s != '\0'; s++) {
+        unsigned char ch = (unsigned char)*s;
+
+        if (ch == '"' || ch == '\\')
+            printf("\\%c", ch);
+        else if (ch < 0x20 || ch == 0x7f)
+            printf("\\u%04x", ch);
+        else
+            putchar(ch);
+    }
+    putchar('"');
+}
+
+void p11t_tool_json_time(const char *key, int64_t t)
+{
+    char buf[32];
+
+    if (t == P11T_TIME_NEVER) {
+        printf("\"%s\": null, \"%s_unix\": null", key, key);
+        return;
+    }
+    p11t_tool_format_time(t, buf);
+    printf("\"%s\": \"%s\", \"%s_unix\": %lld", key, buf, key, (long long)t);
+}
+
+const char *p11t_tool_json_bool(int b)
+{
+    return b ? "true" : "false";
+}
+
+/* Every string printed here is hex or from a fixed table: no escaping. */
+void p11t_tool_json_generation(const p11t_objinfo *objs, size_t n,
+                               const p11t_keyinfo *g, int current, int64_t now,
+                               const char *sep)
+{
+    char hex[33];
+
+    p11t_hex(g->name, hex);
+    printf("\"name\": \"%s\", \"state\": \"%s\", \"current\": %s, "
+           "\"complete\": %s%s",
+           hex, p11t_state_name(p11t_lifecycle_state(&g->times, now)),
+           p11t_tool_json_bool(current),
+           p11t_tool_json_bool(p11t_tool_complete(g)), sep);
+    p11t_tool_json_time("encrypt_from", g->times.encrypt_from);
+    fputs(sep, stdout);
+    p11t_tool_json_time("encrypt_until", g->times.encrypt_until);
+    fputs(sep, stdout);
+    p11t_tool_json_time("decrypt_until", g->times.decrypt_until);
+    printf("%s\"aes_bits\": %lu, \"hmac_bits\": %lu, \"check\": \"%s\"", sep,
+           g->has_aes ? (unsigned long)g->aes_len * 8 : 0UL,
+           g->has_hmac ? (unsigned long)g->hmac_len * 8 : 0UL,
+           p11t_tool_gen_ok(objs, n, g) ? "ok" : "WEAK");
+}
+
 void p11t_tool_describe(const p11t_times *tm, int64_t now, char *buf,
                         size_t len)
 {
@@ -555,4 +766,57 @@ int p11t_tool_scan(p11t_tool *t, const char *what, p11t_objinfo **objs,
         free(o);
     }
     return P11T_TOOL_OK;
+}
+
+/*
+ * A generation needs exactly one usable object of each role to be used
+ * (the servers ignore it otherwise), and its labels should agree.
+ */
+void p11t_tool_warn_generations(const p11t_objinfo *objs, size_t n,
+                                const p11t_keyinfo *gens, size_t ng, int cur)
+{
+    size_t weak = 0;
+
+    for (size_t i = 0; i < ng; i++) {
+        const p11t_keyinfo *g = &gens[i];
+        const p11t_objinfo *first = NULL;
+        int has[3] = {0, 0, 0}, differ = 0;
+        char hex[33];
+
+        for (size_t j = 0; j < n; j++) {
+            const p11t_objinfo *o = &objs[j];
+
+            if (memcmp(o->name, g->name, P11T_NAME_LEN) != 0)
+                continue;
+            if (o->role == P11T_ROLE_AES || o->role == P11T_ROLE_HMAC)
+                has[o->role]++;
+            if (first == NULL)
+                first = o;
+            else if (o->times.encrypt_from != first->times.encrypt_from ||
+                     o->times.encrypt_until != first->times.encrypt_until ||
+                     o->times.decrypt_until != first->times.decrypt_until)
+                differ = 1;
+        }
+        p11t_hex(g->name, hex);
+        if (!p11t_tool_complete(g))
+            p11t_tool_warn("key %s is incomplete (%d aes and %d hmac objects, "
+                           "%s usable): servers ignore it; 'p11ticket purge' "
+                           "removes it once it is 10 minutes old",
+                           hex, has[P11T_ROLE_AES], has[P11T_ROLE_HMAC],
+                           g->has_aes == 1 || g->has_hmac == 1 ? "not all"
+                                                               : "none");
+        if (differ)
+            p11t_tool_warn("key %s: its objects' labels disagree on the "
+                           "lifecycle times; the stricter times are shown",
+                           hex);
+    }
+    for (size_t i = 0; i < n; i++)
+        weak += !p11t_tool_obj_ok(&objs[i]);
+    if (weak > 0)
+        p11t_tool_warn("%zu object(s) marked WEAK: their values may leave "
+                       "the token",
+                       weak);
+    if (n > 0 && cur < 0)
+        p11t_tool_warn("no generation is active: servers issue no tickets "
+                       "until 'p11ticket rotate' (or create) makes one");
 }

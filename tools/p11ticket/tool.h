@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tool.h - shared helpers of the p11ticket setup tool.
  *
@@ -10,6 +11,7 @@
 #ifndef P11T_TOOL_H
 #define P11T_TOOL_H
 
+#include <getopt.h>
 #include <stdio.h>
 
 #include <openssl/conf.h>
@@ -56,6 +58,7 @@ extern const p11t_tool_cmd p11t_tool_cmd_purge;
 extern const p11t_tool_cmd p11t_tool_cmd_import;
 extern const p11t_tool_cmd p11t_tool_cmd_list;
 extern const p11t_tool_cmd p11t_tool_cmd_status;
+extern const p11t_tool_cmd p11t_tool_cmd_tokens;
 extern const p11t_tool_cmd p11t_tool_cmd_check;
 
 /* ---- messages ------------------------------------------------------------ */
@@ -77,6 +80,24 @@ void p11t_tool_print_ossl_errors(void);
  * argv, and the common reaction to an unknown option.
  */
 void p11t_tool_getopt_reset(const p11t_tool_cmd *cmd, char **argv);
+/*
+ * getopt_long() over a command's options and the global ones, so that
+ * --config, --section and --verbose (-c, -s, -v) work after the command name
+ * as well as before it.  The global ones are applied to t and never
+ * returned; everything else is returned as getopt_long() would.  One letter
+ * means one thing everywhere: a command whose own options use c, s or v is
+ * refused as an internal error ('?').  Long-only options use values from
+ * P11T_TOOL_OPT_LONG on, which no letter can collide with.
+ */
+#define P11T_TOOL_OPT_LONG 0x100
+int p11t_tool_getopt(p11t_tool *t, const p11t_tool_cmd *cmd, int argc,
+                     char **argv, const char *shortopts,
+                     const struct option *longopts);
+/*
+ * Apply one global option ('c', 's' or 'v', from main or from
+ * p11t_tool_getopt); P11T_TOOL_OK, or P11T_TOOL_USAGE after printing why.
+ */
+int p11t_tool_global_opt(p11t_tool *t, int c, const char *arg);
 int p11t_tool_bad_usage(const p11t_tool_cmd *cmd);
 /*
  * The last case of every command's option switch: for 'h' (--help) print
@@ -149,6 +170,33 @@ int p11t_tool_tty_secret(const char *prompt, char *buf, size_t len,
 /* "2025-01-31T12:00:00Z", or "never" for P11T_TIME_NEVER. */
 void p11t_tool_format_time(int64_t t, char out[static 32]);
 int64_t p11t_tool_now(void);
+/*
+ * A fixed-size, blank-padded PKCS#11 string (CK_TOKEN_INFO.label, ...) as a
+ * C string without the padding, safe to print: control characters and bytes
+ * that are not UTF-8 become '?'.  out has room for len + 1 bytes.
+ */
+void p11t_tool_pkcs11_string(const CK_UTF8CHAR *s, size_t len, char *out);
+
+/*
+ * JSON output.  Every document the tool prints is one object whose first
+ * member is "format": P11T_TOOL_JSON_FORMAT (except list --json, see
+ * cmd_list.c).  Members may be added within a format; removing or changing
+ * one bumps it (docs/p11ticket.1, "JSON OUTPUT").
+ */
+#define P11T_TOOL_JSON_FORMAT 1
+/* A JSON string (quotes included) on stdout. */
+void p11t_tool_json_string(const char *s);
+/* "KEY": "ISO 8601", "KEY_unix": seconds, both null for never. */
+void p11t_tool_json_time(const char *key, int64_t t);
+const char *p11t_tool_json_bool(int b);
+/*
+ * The members every generation has in list --json and status --json: name,
+ * state, current, complete, the three times (p11t_tool_json_time), aes_bits,
+ * hmac_bits and check.  `sep` goes between members (",\n   " for list).
+ */
+void p11t_tool_json_generation(const p11t_objinfo *objs, size_t n,
+                               const p11t_keyinfo *g, int current, int64_t now,
+                               const char *sep);
 
 /* ---- lifecycle policy options -------------------------------------------- */
 
@@ -210,6 +258,39 @@ size_t p11t_tool_overlapping(const p11t_keyinfo *keys, size_t n, int64_t now,
 /* Index of the generation with this name, or -1. */
 int p11t_tool_find_name(const p11t_keyinfo *keys, size_t n,
                         const uint8_t name[static P11T_NAME_LEN]);
+/* The order list and status show: by encrypt-from, then by name. */
+void p11t_tool_sort_generations(p11t_keyinfo *keys, size_t n);
+/*
+ * A token object that keeps its key inside the token: a private, sensitive,
+ * non-extractable token object whose value cannot be read (list's "ok",
+ * otherwise "WEAK").  p11t_tool_gen_ok: every object of generation g is.
+ */
+int p11t_tool_obj_ok(const p11t_objinfo *o);
+int p11t_tool_gen_ok(const p11t_objinfo *objs, size_t n, const p11t_keyinfo *g);
+/*
+ * The first moment at or after `now` at which no generation encrypts
+ * (p11t_lifecycle_pick finds none, so servers issue no tickets), given the
+ * generations as they are: `now` itself when none encrypts now,
+ * P11T_TIME_NEVER when the encrypt windows never end.
+ */
+int64_t p11t_tool_issuing_until(const p11t_keyinfo *keys, size_t n,
+                                int64_t now);
+/*
+ * status's timeline: what generation i does at time t, as one character:
+ * 'E' servers encrypt with it (p11t_lifecycle_pick), 'a' active but another
+ * generation encrypts, 'P' pending, 'd' decrypt-only, '.' expired.
+ */
+char p11t_tool_timeline_char(const p11t_keyinfo *keys, size_t n, size_t i,
+                             int64_t t);
+/* 1 if at some moment of [from, to) no generation encrypts. */
+int p11t_tool_no_key_in(const p11t_keyinfo *keys, size_t n, int64_t from,
+                        int64_t to);
+/*
+ * A duration for people, rounded to its last unit: "45s", "42m", "3h12m",
+ * "9h", "1d04h", "2d".  Negative durations are shown as their magnitude.
+ */
+#define P11T_TOOL_DUR_LEN 24
+void p11t_tool_format_dur(int64_t secs, char out[static P11T_TOOL_DUR_LEN]);
 
 /* ---- token helpers ------------------------------------------------------- */
 
@@ -224,6 +305,13 @@ int p11t_tool_scan(p11t_tool *t, const char *what, p11t_objinfo **objs,
  * "STATE, encrypts ... until DU" for the times at `now`. */
 void p11t_tool_describe(const p11t_times *tm, int64_t now, char *buf,
                         size_t len);
+/*
+ * The warnings list and status print on stderr after their output:
+ * incomplete generations, labels that disagree, WEAK objects, and no
+ * generation encrypting (cur < 0) while there are keys.
+ */
+void p11t_tool_warn_generations(const p11t_objinfo *objs, size_t n,
+                                const p11t_keyinfo *gens, size_t ng, int cur);
 
 /*
  * check --connect (check_connect.c): connect to `target` (HOST:PORT or
