@@ -23,6 +23,8 @@
 #include <openssl/x509.h>
 
 #include "p11ticket.h"
+#include <openssl/core_names.h>
+#include <openssl/params.h>
 #include "support.h"
 
 #ifndef P11T_TEST_PROVIDER
@@ -209,6 +211,42 @@ int t_in_child(const char *what, int (*fn)(void *), void *arg)
         fprintf(stderr, "  [child %s: killed by signal %d]\n", what,
                 WTERMSIG(status));
     return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+int t_token_hmac(EVP_MAC *mac, const uint8_t name[16], const char *msg,
+                 unsigned char tag[32])
+{
+    EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(mac);
+    unsigned char nm[16];
+    char digest[] = "SHA256";
+    size_t outl = 0;
+    OSSL_PARAM params[3];
+    int ok;
+
+    memcpy(nm, name, sizeof(nm));
+    params[0] =
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0);
+    params[1] = OSSL_PARAM_construct_octet_string(P11TICKET_PARAM_KEY_NAME, nm,
+                                                  sizeof(nm));
+    params[2] = OSSL_PARAM_construct_end();
+    ok = ctx != NULL && EVP_MAC_init(ctx, NULL, 0, params) &&
+         EVP_MAC_update(ctx, (const unsigned char *)msg, strlen(msg)) &&
+         EVP_MAC_final(ctx, tag, &outl, 32) && outl == 32;
+    EVP_MAC_CTX_free(ctx);
+    return ok;
+}
+
+void t_write_file_atomic(const char *file, const char *text)
+{
+    char tmp[1100];
+    FILE *f;
+
+    snprintf(tmp, sizeof(tmp), "%s.new", file);
+    f = fopen(tmp, "w");
+    REQUIRE(f != NULL);
+    fputs(text, f);
+    REQUIRE(fclose(f) == 0);
+    REQUIRE(rename(tmp, file) == 0);
 }
 
 int t_wait_child(pid_t pid)

@@ -134,6 +134,17 @@ int t_key_import(const t_env *e, const char *token_label, const char *file,
  * exit status, or -1 (a signal is reported on stderr). */
 int t_run(char *const argv[], char *out, size_t outlen);
 
+/*
+ * One token HMAC-SHA256 of msg under key generation `name`, through the
+ * provider's HMAC (mac fetched from it), into tag.  Returns 1 if the MAC
+ * ran; a token failure still yields a tag (one that never verifies), so
+ * callers compare tags.
+ */
+int t_token_hmac(EVP_MAC *mac, const uint8_t name[16], const char *msg,
+                 unsigned char tag[32]);
+/* Replaces file with text atomically (write a sibling, rename over). */
+void t_write_file_atomic(const char *file, const char *text);
+
 /* Waits for child pid; returns 1 if it exited 0. */
 int t_wait_child(pid_t pid);
 /* Runs fn(arg) in a forked child; returns 1 if the child exited 0. */

@@ -72,15 +72,7 @@ typedef struct side {
 
 static void set_faults(const char *rules)
 {
-    char tmp[420];
-    FILE *f;
-
-    snprintf(tmp, sizeof(tmp), "%s.new", control);
-    f = fopen(tmp, "w");
-    REQUIRE(f != NULL);
-    fputs(rules, f);
-    REQUIRE(fclose(f) == 0);
-    REQUIRE(rename(tmp, control) == 0);
+    t_write_file_atomic(control, rules);
 }
 
 static unsigned long long calls(const char *fn)

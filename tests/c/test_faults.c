@@ -58,15 +58,7 @@ static unsigned long long (*fault_calls)(const char *);
 /* The control file, replaced atomically (rename), as faultmod advises. */
 static void set_faults(const char *rules)
 {
-    char tmp[420];
-    FILE *f;
-
-    snprintf(tmp, sizeof(tmp), "%s.new", control);
-    f = fopen(tmp, "w");
-    REQUIRE(f != NULL);
-    fputs(rules, f);
-    REQUIRE(fclose(f) == 0);
-    REQUIRE(rename(tmp, control) == 0);
+    t_write_file_atomic(control, rules);
 }
 
 static unsigned long long calls(const char *fn)
@@ -99,28 +91,10 @@ static OSSL_LIB_CTX *faulty_libctx(const char *file, const char *extra)
     return libctx;
 }
 
-/* One token HMAC of msg under key name, through the provider. */
 static int hmac(EVP_MAC *mac, const uint8_t name[16], const char *msg,
                 unsigned char tag[32])
 {
-    EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(mac);
-    unsigned char nm[16];
-    char digest[] = "SHA256";
-    size_t outl = 0;
-    OSSL_PARAM params[3];
-    int ok;
-
-    memcpy(nm, name, sizeof(nm));
-    params[0] =
-        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0);
-    params[1] = OSSL_PARAM_construct_octet_string(P11TICKET_PARAM_KEY_NAME, nm,
-                                                  sizeof(nm));
-    params[2] = OSSL_PARAM_construct_end();
-    ok = ctx != NULL && EVP_MAC_init(ctx, NULL, 0, params) &&
-         EVP_MAC_update(ctx, (const unsigned char *)msg, strlen(msg)) &&
-         EVP_MAC_final(ctx, tag, &outl, 32) && outl == 32;
-    EVP_MAC_CTX_free(ctx);
-    return ok;
+    return t_token_hmac(mac, name, msg, tag);
 }
 
 /* The provider's status line and current key, as p11ticket_status() asks. */

@@ -521,24 +521,7 @@ static atomic_ulong fork_thread_ops, fork_thread_bad;
 /* One token HMAC of a fixed message under key, through the provider. */
 static int key_hmac(unsigned char tag[32])
 {
-    EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(fork_mac);
-    unsigned char nm[16];
-    char digest[] = "SHA256";
-    size_t outl = 0;
-    OSSL_PARAM params[3];
-    int ok;
-
-    memcpy(nm, key, sizeof(nm));
-    params[0] =
-        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0);
-    params[1] = OSSL_PARAM_construct_octet_string(P11TICKET_PARAM_KEY_NAME, nm,
-                                                  sizeof(nm));
-    params[2] = OSSL_PARAM_construct_end();
-    ok = ctx != NULL && EVP_MAC_init(ctx, NULL, 0, params) &&
-         EVP_MAC_update(ctx, (const unsigned char *)"fork", 4) &&
-         EVP_MAC_final(ctx, tag, &outl, 32) && outl == 32;
-    EVP_MAC_CTX_free(ctx);
-    return ok;
+    return t_token_hmac(fork_mac, key, "fork", tag);
 }
 
 static void *hmac_thread(void *arg)

@@ -90,23 +90,8 @@ static int token_hmac_tag(OSSL_LIB_CTX *libctx, const uint8_t name[16],
                           unsigned char tag[32])
 {
     EVP_MAC *mac = EVP_MAC_fetch(libctx, "HMAC", "provider=p11ticket");
-    EVP_MAC_CTX *ctx = mac != NULL ? EVP_MAC_CTX_new(mac) : NULL;
-    unsigned char nm[16];
-    char digest[] = "SHA256";
-    size_t outl = 0;
-    OSSL_PARAM params[3];
-    int ok;
+    int ok = mac != NULL && t_token_hmac(mac, name, "ticket", tag);
 
-    memcpy(nm, name, sizeof(nm));
-    params[0] =
-        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0);
-    params[1] = OSSL_PARAM_construct_octet_string(P11TICKET_PARAM_KEY_NAME, nm,
-                                                  sizeof(nm));
-    params[2] = OSSL_PARAM_construct_end();
-    ok = ctx != NULL && EVP_MAC_init(ctx, NULL, 0, params) &&
-         EVP_MAC_update(ctx, (const unsigned char *)"ticket", 6) &&
-         EVP_MAC_final(ctx, tag, &outl, 32) && outl == 32;
-    EVP_MAC_CTX_free(ctx);
     EVP_MAC_free(mac);
     return ok;
 }
