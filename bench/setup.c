@@ -99,7 +99,7 @@ int bench_setup_load(bench_setup *s, char *err, size_t errlen)
     p11t_config_set(cfg, "auto-rotate", "no", &e);
     rv = p11t_hsm_new(cfg, &s->hsm, &e);
     if (rv == CKR_OK)
-        rv = p11t_hsm_ensure(s->hsm, &e);
+        rv = p11t_hsm_ready(s->hsm, &e);
     if (rv != CKR_OK) {
         snprintf(err, errlen, "%s: [%s] %s", s->config_file, s->file.section,
                  e.msg);

@@ -89,17 +89,6 @@ const char *p11t_aes_mech_name(p11t_aes_mech m)
     return "?";
 }
 
-const char *p11t_config_get(const p11t_config *cfg, const char *key)
-{
-    if (strcmp(key, "pkcs11-module") == 0)
-        return cfg->module_path;
-    if (strcmp(key, "token-uri") == 0)
-        return cfg->token_uri;
-    if (strcmp(key, "pin-source") == 0)
-        return cfg->pin_source;
-    return NULL;
-}
-
 static CK_RV set_string(char **slot, const char *key, const char *value,
                         p11t_err *err)
 {

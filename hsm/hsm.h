@@ -7,10 +7,20 @@
  * initialisation with retries, a session pool, the handle cache keyed by the
  * 16-byte key name, fork re-initialisation and key provisioning.
  *
- * Internals return CK_RV.  A p11t_err carries a one-line, secret-free
- * message that names the configuration key at fault; callers convert it to
- * their own error convention exactly once (provider: ERR_raise; tool:
- * stderr).
+ * Return conventions, one per family:
+ *  - functions that can fail for a reason (everything that touches the
+ *    token, the configuration setters and checks, PIN sources, the config
+ *    file reader) return CK_RV: CKR_OK, or a PKCS#11 or P11T_CKR_* code with
+ *    a p11t_err filled in.  A p11t_err carries a one-line, secret-free
+ *    message that names the configuration key at fault; callers convert it
+ *    to their own convention exactly once (provider: ERR_raise; tool:
+ *    stderr);
+ *  - predicates and getters return int 1 (yes) / 0 (no), or the value;
+ *  - the pure helpers that build something (rotation plan, fold) return 0
+ *    on success and -1 on bad input or no memory; the parsers return 1 when
+ *    the input was valid and 0 when not (p11t_label_parse,
+ *    p11t_parse_duration, p11t_unhex); p11t_label_format returns the length
+ *    written or -1, and p11t_lifecycle_pick the index or -1 for none.
  */
 #ifndef P11T_HSM_H
 #define P11T_HSM_H
@@ -52,7 +62,7 @@ p11t_config *p11t_config_new(void);
 void p11t_config_free(p11t_config *cfg);
 /*
  * Set one key from the provider section.  The first error is also kept in
- * cfg and returned by every later p11t_hsm_ensure().  Unknown keys that belong to
+ * cfg and returned by every later p11t_hsm_ready().  Unknown keys that belong to
  * OpenSSL itself (module, activate, identity, ...) are ignored; unknown keys
  * that look like ours are an error.  Values are validated syntactically
  * here (URI, pin-source form, numbers); nothing is opened or loaded.
@@ -67,8 +77,6 @@ void p11t_config_fail(p11t_config *cfg, const char *msg);
 CK_RV p11t_config_check(p11t_config *cfg, p11t_err *err);
 /* Configured refresh interval in seconds (key "refresh-interval"). */
 unsigned p11t_config_refresh_interval(const p11t_config *cfg);
-/* String value of pkcs11-module, token-uri or pin-source (NULL if unset). */
-const char *p11t_config_get(const p11t_config *cfg, const char *key);
 
 /*
  * Whether the provider, loaded into the default library context from
@@ -269,9 +277,11 @@ CK_RV p11t_hsm_preload_pin(p11t_hsm *h, p11t_err *err);
  * log in, retrying transient failures with backoff (never after
  * CKR_PIN_INCORRECT/LOCKED/EXPIRED).  After a failure, further calls return
  * P11T_CKR_BACKOFF with the original message until the backoff expires; a
- * PIN error is permanent.  Re-initialises in a forked child.
+ * PIN error is permanent.  Re-initialises in a forked child.  Once the
+ * token was up in this process, a thread that finds another one
+ * reconnecting returns P11T_CKR_BACKOFF at once instead of waiting.
  */
-CK_RV p11t_hsm_ensure(p11t_hsm *h, p11t_err *err);
+CK_RV p11t_hsm_ready(p11t_hsm *h, p11t_err *err);
 
 /*
  * PIN prompt for interactive tools only.  With a callback set, the
@@ -282,8 +292,6 @@ CK_RV p11t_hsm_ensure(p11t_hsm *h, p11t_err *err);
 typedef int (*p11t_pin_prompt_fn)(char *buf, size_t len, void *arg);
 void p11t_hsm_set_pin_prompt(p11t_hsm *h, p11t_pin_prompt_fn fn, void *arg);
 
-/* One-line status: "ok", "not initialised", or the last init error. */
-void p11t_hsm_status(p11t_hsm *h, char *buf, size_t len);
 /* The mechanism the last login chose (CBC_PAD or ECB), or AUTO before the
  * first successful login. */
 p11t_aes_mech p11t_hsm_aes_mechanism(p11t_hsm *h);

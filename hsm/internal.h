@@ -127,8 +127,6 @@ void p11t_pin_fork_lock(int on);
         p11t_gate_leave();                                                     \
         p11t_call_rv_;                                                         \
     })
-/* Lock-free check on the hot path; takes h->lock only when (re)init is due. */
-CK_RV p11t_hsm_ready(p11t_hsm *h, p11t_err *err);
 CK_RV p11t_session_get(p11t_hsm *h, CK_SESSION_HANDLE *s, unsigned *epoch,
                        p11t_err *err);
 /* bad != 0: the session failed and must be closed rather than pooled. */

@@ -980,11 +980,6 @@ CK_RV p11t_hsm_ready(p11t_hsm *h, p11t_err *err)
     return CKR_OK;
 }
 
-CK_RV p11t_hsm_ensure(p11t_hsm *h, p11t_err *err)
-{
-    return p11t_hsm_ready(h, err);
-}
-
 int p11t_rv_is_token_lost(CK_RV rv)
 {
     return rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT ||
@@ -1023,22 +1018,6 @@ void p11t_hsm_mark_broken(p11t_hsm *h, CK_RV rv, unsigned epoch)
         }
         h->lost_ms = now;
     }
-    pthread_mutex_unlock(&h->lock);
-}
-
-void p11t_hsm_status(p11t_hsm *h, char *buf, size_t len)
-{
-    if (h->cfg->err.rv != CKR_OK) {
-        snprintf(buf, len, "%s", h->cfg->err.msg);
-        return;
-    }
-    pthread_mutex_lock(&h->lock);
-    if (h->ready && h->pid == getpid())
-        snprintf(buf, len, "ok");
-    else if (h->init_err.rv != CKR_OK)
-        snprintf(buf, len, "%s", h->init_err.msg);
-    else
-        snprintf(buf, len, "not initialised");
     pthread_mutex_unlock(&h->lock);
 }
 

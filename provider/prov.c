@@ -204,7 +204,7 @@ static void token_status(p11t_provctx *pc, char *buf, size_t len,
     hex[0] = '\0';
     if (p11t_prov_auto_problem(buf, len))
         return;
-    if (p11t_hsm_ensure(pc->hsm, &e) != CKR_OK ||
+    if (p11t_hsm_ready(pc->hsm, &e) != CKR_OK ||
         p11t_hsm_current(pc->hsm, (int64_t)time(NULL), name, &e) != CKR_OK) {
         snprintf(buf, len, "%s", e.msg);
         return;

@@ -154,7 +154,7 @@ int main(int argc, char **argv)
     rv = p11t_hsm_new(cfg, &h, &err); /* owns cfg from here */
     if (rv != CKR_OK)
         return fail("open", rv, &err);
-    rv = p11t_hsm_ensure(h, &err);
+    rv = p11t_hsm_ready(h, &err);
     if (rv != CKR_OK) {
         rc = fail("init", rv, &err);
         goto done;

@@ -54,7 +54,7 @@ static p11t_hsm *open_hsm(const char *copies, const char *refresh)
             return NULL;
         }
     if (p11t_config_check(cfg, &e) != CKR_OK ||
-        p11t_hsm_new(cfg, &h, &e) != CKR_OK || p11t_hsm_ensure(h, &e) != CKR_OK) {
+        p11t_hsm_new(cfg, &h, &e) != CKR_OK || p11t_hsm_ready(h, &e) != CKR_OK) {
         fprintf(stderr, "hsm: %s\n", e.msg);
         return NULL;
     }
