@@ -121,6 +121,11 @@ typedef struct bench_floor {
      * if its keys were public session objects (docs/performance.md). */
     CK_OBJECT_HANDLE aes_pub, hmac_pub;
     enum bench_keys keys;               /* which pair seal/open use */
+    /* 1: AES-CBC built on CKM_AES_ECB, as hsm/keys.c does when the module
+     * lacks CKM_AES_CBC_PAD (p11-kit-client.so) or aes-mechanism = ecb;
+     * 0: CKM_AES_CBC_PAD.  Chosen once by bench_floor_open like the
+     * provider's login chooses (hsm/module.c choose_mechanism). */
+    int ecb;
     uint8_t name[P11T_NAME_LEN];        /* CKA_ID of both keys */
     uint8_t ticket[BENCH_TICKET_LEN];   /* one valid ticket, for token work */
     int ticket_ready;

@@ -67,6 +67,7 @@ typedef struct results {
     ring_result ring[RING_PHASES]; /* small, big, small again */
     double ring_create_s, ring_destroy_s;
     double total_s;
+    int floor_aes_ecb; /* the floor's AES: 1 CBC on CKM_AES_ECB, 0 CBC_PAD */
 } results;
 
 typedef struct options {
@@ -467,6 +468,7 @@ static void print_json(const results *r, const target t[6], const options *o)
     json_num(stdout, &first, "ring_destroy_s", r->ring_destroy_s);
     json_num(stdout, &first, "ring2_first_ticket_ms", r->ring[RING_SMALL_A].cold_ms);
     json_num(stdout, &first, "ring100_first_ticket_ms", r->ring[RING_BIG_B].cold_ms);
+    json_num(stdout, &first, "floor_aes_ecb", r->floor_aes_ecb);
     json_num(stdout, &first, "seconds", o->seconds);
     json_num(stdout, &first, "quick", o->quick);
     json_num(stdout, &first, "cores", (double)sysconf(_SC_NPROCESSORS_ONLN));
@@ -820,6 +822,10 @@ int main(int argc, char **argv)
         printf("config: %s [%s], session-copies=%s, refresh-interval=%u s\n",
                b.opt.config, b.setup.file.section,
                b.setup.session_copies ? "yes" : "no", b.setup.refresh_s);
+        /* The floor's AES mechanism follows the provider's choice. */
+        printf("floor AES: %s\n", b.floor.ecb
+               ? "CBC built on CKM_AES_ECB (as the provider without CBC_PAD)"
+               : "CKM_AES_CBC_PAD");
         ok = run_sealopen(&b) && run_tls(&b) && run_scale(&b) && run_ring(&b);
     }
 
@@ -831,6 +837,7 @@ int main(int argc, char **argv)
     bench_setup_cleanup(&b.setup);
     if (ok && b.opt.loop_way == NULL) {
         b.r.total_s = bench_now() - t_start;
+        b.r.floor_aes_ecb = b.floor_tok.ecb;
         targets_of(&b.r, t);
         print_targets(t);
         printf("\ntotal %.0f s\n", b.r.total_s);

@@ -16,7 +16,12 @@
  *            init, the renew query, MAC, compare, DecryptUpdate + Final.
  *  floor     the same keys on the bare module: C_EncryptInit + C_Encrypt and
  *            C_SignInit + C_Sign (seal); C_SignInit + C_Sign and
- *            C_DecryptInit + C_Decrypt (open).  No provider, no EVP.  On
+ *            C_DecryptInit + C_Decrypt (open).  No provider, no EVP.  When
+ *            the provider would build CBC on CKM_AES_ECB (no CBC_PAD in the
+ *            module's list, as through p11-kit-client.so, or aes-mechanism =
+ *            ecb), so does the floor, with the same calls as hsm/keys.c:
+ *            seal = C_EncryptInit(ECB), one C_EncryptUpdate per block,
+ *            C_EncryptFinal; open = C_DecryptInit(ECB) + one C_Decrypt.  On
  *            token objects, on session copies (what p11ticket uses), or on
  *            random public session keys (a reference only: see bench.h).
  *  inmem     OpenSSL's AES-256-CBC and HMAC-SHA256 with raw keys, the way
@@ -408,6 +413,43 @@ static CK_RV public_session_key(bench_floor *fl, CK_MECHANISM_TYPE gen,
     return fl->f->C_GenerateKey(fl->s, &mech, tmpl, 7, out);
 }
 
+/*
+ * The AES mechanism the provider's login would choose (hsm/module.c
+ * choose_mechanism): aes-mechanism = ecb or cbc-pad as configured; auto
+ * (the default) takes CKM_AES_CBC_PAD when the slot lists it for encrypt
+ * and decrypt, else CKM_AES_ECB.  Sets fl->ecb.
+ */
+static CK_RV floor_mechanism(bench_floor *fl, const bench_setup *s,
+                             CK_SLOT_ID slot)
+{
+    const char *want = bench_setup_value(s, "aes-mechanism");
+    CK_MECHANISM_TYPE list[512];
+    CK_ULONG n = 512;
+    CK_MECHANISM_INFO mi;
+    CK_RV rv;
+    int cbc_pad = 0;
+
+    if (want != NULL && strcmp(want, "ecb") == 0) {
+        fl->ecb = 1;
+        return CKR_OK;
+    }
+    if (want != NULL && strcmp(want, "cbc-pad") == 0) {
+        fl->ecb = 0;
+        return CKR_OK;
+    }
+    rv = fl->f->C_GetMechanismList(slot, list, &n);
+    if (rv != CKR_OK)
+        return rv;
+    for (CK_ULONG i = 0; i < n; i++)
+        if (list[i] == CKM_AES_CBC_PAD &&
+            fl->f->C_GetMechanismInfo(slot, CKM_AES_CBC_PAD, &mi) == CKR_OK &&
+            (mi.flags & (CKF_ENCRYPT | CKF_DECRYPT)) ==
+                (CKF_ENCRYPT | CKF_DECRYPT))
+            cbc_pad = 1;
+    fl->ecb = !cbc_pad;
+    return CKR_OK;
+}
+
 int bench_floor_open(bench_floor *fl, const bench_setup *s, char *err,
                      size_t errlen)
 {
@@ -440,6 +482,10 @@ int bench_floor_open(bench_floor *fl, const bench_setup *s, char *err,
     if (rv == CKR_OK) {
         step = "finding the token";
         rv = find_slot(fl->f, uri, &slot);
+    }
+    if (rv == CKR_OK) {
+        step = "C_GetMechanismList";
+        rv = floor_mechanism(fl, s, slot);
     }
     if (rv == CKR_OK) {
         step = "C_OpenSession";
@@ -516,6 +562,72 @@ static void floor_keys(const bench_floor *fl, CK_OBJECT_HANDLE *aes,
     }
 }
 
+#define AES_BLOCK 16
+
+/* CBC with PKCS#7 padding on CKM_AES_ECB, as hsm/keys.c ecb_encrypt: one
+ * C_EncryptInit, one C_EncryptUpdate per block (each block's input is the
+ * plaintext XOR the previous ciphertext block), C_EncryptFinal.  The
+ * operation is ended on failure, so the session stays usable. */
+static int floor_ecb_encrypt(bench_floor *fl, CK_OBJECT_HANDLE aes,
+                             const uint8_t *iv, const uint8_t *in, size_t inl,
+                             uint8_t *out)
+{
+    CK_MECHANISM ecb = {CKM_AES_ECB, NULL, 0};
+    size_t nblk = inl / AES_BLOCK + 1;
+    uint8_t pad = (uint8_t)(AES_BLOCK - inl % AES_BLOCK), x[AES_BLOCK],
+            tail[AES_BLOCK];
+    const uint8_t *prev = iv;
+    CK_ULONG ol;
+
+    if (fl->f->C_EncryptInit(fl->s, &ecb, aes) != CKR_OK)
+        return 0;
+    for (size_t b = 0; b < nblk; b++) {
+        for (size_t j = 0; j < AES_BLOCK; j++) {
+            size_t i = b * AES_BLOCK + j;
+
+            x[j] = (uint8_t)((i < inl ? in[i] : pad) ^ prev[j]);
+        }
+        ol = AES_BLOCK;
+        if (fl->f->C_EncryptUpdate(fl->s, x, AES_BLOCK, out + b * AES_BLOCK,
+                                   &ol) != CKR_OK || ol != AES_BLOCK) {
+            ol = sizeof(tail);
+            fl->f->C_EncryptFinal(fl->s, tail, &ol);
+            return 0;
+        }
+        prev = out + b * AES_BLOCK;
+    }
+    ol = sizeof(tail);
+    return fl->f->C_EncryptFinal(fl->s, tail, &ol) == CKR_OK && ol == 0;
+}
+
+/* The decrypting half, as hsm/keys.c ecb_decrypt: one C_DecryptInit and one
+ * C_Decrypt over every block, XOR with the previous ciphertext block, then
+ * the padding (checked plainly: the bench's own tickets only). */
+static int floor_ecb_decrypt(bench_floor *fl, CK_OBJECT_HANDLE aes,
+                             const uint8_t *iv, const uint8_t *in, size_t inl,
+                             uint8_t *out, CK_ULONG *outl)
+{
+    CK_MECHANISM ecb = {CKM_AES_ECB, NULL, 0};
+    CK_ULONG ol = inl;
+    unsigned pad;
+
+    if (fl->f->C_DecryptInit(fl->s, &ecb, aes) != CKR_OK ||
+        fl->f->C_Decrypt(fl->s, (CK_BYTE_PTR)in, (CK_ULONG)inl, out, &ol) !=
+            CKR_OK ||
+        ol != inl)
+        return 0;
+    for (size_t i = 0; i < inl; i++)
+        out[i] ^= i < AES_BLOCK ? iv[i] : in[i - AES_BLOCK];
+    pad = out[inl - 1];
+    if (pad < 1 || pad > AES_BLOCK)
+        return 0;
+    for (unsigned i = 1; i <= pad; i++)
+        if (out[inl - i] != pad)
+            return 0;
+    *outl = (CK_ULONG)(inl - pad);
+    return 1;
+}
+
 static int floor_seal(void *vctx, const uint8_t iv[P11T_IV_LEN],
                       const uint8_t *in, uint8_t t[BENCH_TICKET_LEN])
 {
@@ -529,11 +641,16 @@ static int floor_seal(void *vctx, const uint8_t iv[P11T_IV_LEN],
 
     memcpy(t, fl->name, P11T_NAME_LEN);
     memcpy(t + P11T_NAME_LEN, iv, P11T_IV_LEN);
-    return fl->f->C_EncryptInit(fl->s, &cbc, aes) == CKR_OK &&
-           fl->f->C_Encrypt(fl->s, (CK_BYTE_PTR)in, BENCH_SESSION_LEN, t + 32,
-                            &cl) == CKR_OK &&
-           cl == BENCH_CT_LEN &&
-           fl->f->C_SignInit(fl->s, &mac, hmac) == CKR_OK &&
+    if (fl->ecb) {
+        if (!floor_ecb_encrypt(fl, aes, iv, in, BENCH_SESSION_LEN, t + 32))
+            return 0;
+    } else if (fl->f->C_EncryptInit(fl->s, &cbc, aes) != CKR_OK ||
+               fl->f->C_Encrypt(fl->s, (CK_BYTE_PTR)in, BENCH_SESSION_LEN,
+                                t + 32, &cl) != CKR_OK ||
+               cl != BENCH_CT_LEN) {
+        return 0;
+    }
+    return fl->f->C_SignInit(fl->s, &mac, hmac) == CKR_OK &&
            fl->f->C_Sign(fl->s, t, BENCH_MAC_OFF, t + BENCH_MAC_OFF, &ml) ==
                CKR_OK &&
            ml == P11T_HMAC_LEN;
@@ -557,6 +674,13 @@ static int floor_open(void *vctx, const uint8_t t[BENCH_TICKET_LEN],
             CKR_OK ||
         CRYPTO_memcmp(tag, t + BENCH_MAC_OFF, sizeof(tag)) != 0)
         return 0;
+    if (fl->ecb) {
+        if (!floor_ecb_decrypt(fl, aes, t + P11T_NAME_LEN, t + 32,
+                               BENCH_CT_LEN, out, &pl))
+            return 0;
+        *outl = pl;
+        return 1;
+    }
     if (fl->f->C_DecryptInit(fl->s, &cbc, aes) != CKR_OK ||
         fl->f->C_Decrypt(fl->s, (CK_BYTE_PTR)(t + 32), BENCH_CT_LEN, out, &pl) !=
             CKR_OK)
