@@ -26,8 +26,9 @@
  *
  * Threaded parent: 4 threads do token HMACs through the provider without
  * pause while the main thread forks a child every 50 ms, 200 times; each
- * child does one token HMAC and must get the right tag within 2 s (a normal
- * child takes a few milliseconds).  A child
+ * child does one token HMAC and must get the right tag within 10 s (a normal
+ * child takes a few milliseconds; a child that hung on an inherited lock
+ * never finishes, and 10 s tells the two apart on a loaded CI machine).  A child
  * forked while a parent thread was inside SoftHSM used to hang in
  * C_Finalize on a mutex that thread held (docs/design.md, "fork()"); the
  * fork handlers in hsm/module.c keep token calls out of the fork.
@@ -537,6 +538,8 @@ static void *hmac_thread(void *arg)
     return NULL;
 }
 
+static int slowest_ms; /* the slowest child that finished */
+
 /* 1 = exited 0, 0 = failed, -1 = still running after timeout_ms (killed). */
 static int wait_child(pid_t pid, int timeout_ms)
 {
@@ -545,8 +548,11 @@ static int wait_child(pid_t pid, int timeout_ms)
     for (int waited = 0;; waited++) {
         pid_t r = waitpid(pid, &status, WNOHANG);
 
-        if (r == pid)
+        if (r == pid) {
+            if (waited > slowest_ms)
+                slowest_ms = waited;
             return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        }
         if (r < 0 && errno != EINTR)
             return 0;
         if (waited >= timeout_ms) {
@@ -589,18 +595,19 @@ static int threaded_parent(void *arg)
             _exit(key_hmac(tag) && memcmp(tag, fork_ref, 32) == 0 ? 0 : 1);
         }
         REQUIRE(pid > 0);
-        r = wait_child(pid, 2000);
+        r = wait_child(pid, 10000);
         hung += r < 0;
         failed += r == 0;
         (void)before;
         if (hung >= 5)
-            break; /* enough to tell; the rest would take 2 s each */
+            break; /* enough to tell; the rest would take 10 s each */
     }
     atomic_store(&fork_stop, 1);
     for (int i = 0; i < FORK_THREADS; i++)
         pthread_join(th[i], NULL);
-    fprintf(stderr, "  %d children: %d hung, %d failed; parent threads: %lu "
-            "token HMACs, %lu wrong\n", FORK_CHILDREN, hung, failed,
+    fprintf(stderr, "  %d children: %d hung, %d failed, the slowest took about "
+            "%d ms; parent threads: %lu token HMACs, %lu wrong\n",
+            FORK_CHILDREN, hung, failed, slowest_ms,
             atomic_load(&fork_thread_ops), atomic_load(&fork_thread_bad));
     CHECKF(hung == 0, "%d of %d children hung", hung, FORK_CHILDREN);
     CHECKF(failed == 0, "%d of %d children got a wrong tag", failed,
