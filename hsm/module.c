@@ -787,7 +787,9 @@ static CK_RV choose_mechanism(p11t_hsm *h, p11t_err *err)
         rv = P11T_CALL(h, C_GetMechanismList, h->slot, NULL, &n);
         if (rv != CKR_OK)
             break;
-        p = realloc(list, (n ? n : 1) * sizeof(*list));
+        /* One spare entry: p11-kit 0.24's client module reads one past the
+         * caller's array here (fixed in p11-kit 0.25). */
+        p = realloc(list, (n + 1) * sizeof(*list));
         if (p == NULL) {
             free(list);
             return CKR_HOST_MEMORY;
