@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 # shellcheck source=scripts/install-deps.sh
 . scripts/install-deps.sh
-p11t_install_deps
+p11t_install_deps core
 
 build=$root/build/demo
 demo=$root/.demo

@@ -12,10 +12,15 @@
 # P11T_NODE18_DIR (see p11t_install_node18).
 set -euo pipefail
 
-P11T_APT_PACKAGES=(
+# What scripts/demo.sh needs: build p11ticket and run it on SoftHSM.
+P11T_APT_CORE=(
     build-essential cmake pkg-config
     libssl-dev openssl
     softhsm2 p11-kit libp11-kit-dev
+)
+# What the test suite needs on top.
+P11T_APT_PACKAGES=(
+    "${P11T_APT_CORE[@]}"
     opensc gnutls-bin
     valgrind clang libclang-rt-14-dev
     python3
@@ -84,7 +89,11 @@ p11t_install_node18() {
     printf '%s\n' "$v" >"$stamp"
 }
 
+# p11t_install_deps [core]: everything the tests need, or with "core" only
+# what the demo needs (no servers, no packaging tools, no Node.js).
 p11t_install_deps() {
+    local core=0
+    [[ "${1:-}" == core ]] && core=1
     if [[ "${P11T_NO_APT:-0}" == 1 ]]; then
         echo "install-deps: P11T_NO_APT=1, not installing packages"
         return 0
@@ -93,8 +102,14 @@ p11t_install_deps() {
         echo "install-deps: not root, not installing packages (needs: ${P11T_APT_PACKAGES[*]})"
         return 0
     fi
-    echo "install-deps: apt-get install ${P11T_APT_PACKAGES[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    if ((core)); then
+        echo "install-deps: apt-get install ${P11T_APT_CORE[*]}"
+        apt-get update -q >/dev/null
+        apt-get install -y -q --no-install-recommends "${P11T_APT_CORE[@]}" >/dev/null
+        return 0
+    fi
+    echo "install-deps: apt-get install ${P11T_APT_PACKAGES[*]}"
     apt-get update -q >/dev/null
     # The server packages start their services on port 80/443 unless
     # invoke-rc.d is told not to (exit status 101: "action forbidden").
