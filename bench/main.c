@@ -378,7 +378,7 @@ static void targets_of(const results *r, target t[6])
 
 static void print_targets(const target t[6])
 {
-    printf("\n== Targets (issue 4)\n");
+    printf("\n== Targets\n");
     printf("%-22s %8s %10s  %-6s %8s  %s\n", "key", "value", "target",
            "result", "compare", "(what this run allows)");
     for (int i = 0; i < 6; i++) {

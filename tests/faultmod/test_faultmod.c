@@ -934,7 +934,8 @@ int main(void)
     check_counts();
 
     fprintf(stderr, "took %lld ms\n", (long long)(mono_ms() - t0));
-    /* No C_Finalize: SoftHSM is never finalised at exit (DESIGN.md §2). */
+    /* No C_Finalize: SoftHSM is never finalised at exit (docs/design.md,
+     * "Never C_Finalize at exit"). */
     t_env_cleanup(&env);
     return t_finish("test_faultmod");
 }
