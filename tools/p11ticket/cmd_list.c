@@ -248,14 +248,9 @@ static int run(p11t_tool *t, int argc, char **argv)
     if (optind < argc)
         return p11t_tool_unexpected(cmd, argv[optind]);
 
-    if ((rc = p11t_tool_load_config(t)) != P11T_TOOL_OK)
-        return rc;
-    if ((rc = p11t_tool_open_hsm(t)) != P11T_TOOL_OK)
-        return rc;
-    if ((rc = p11t_tool_scan(t, cmd->name, &objs, &n, &gens, &ng)) !=
+    if ((rc = p11t_tool_read_token(t, cmd->name, &objs, &n, &gens, &ng)) !=
         P11T_TOOL_OK)
         return rc;
-    p11t_tool_sort_generations(gens, ng);
     rows = sorted_rows(objs, n, gens, ng);
     if (rows == NULL) {
         free(objs);

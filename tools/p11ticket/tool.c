@@ -736,6 +736,20 @@ int p11t_tool_policy_opt(const char *cmd, int c, const char *arg,
 
 /* ---- token helpers ------------------------------------------------------- */
 
+int p11t_tool_read_token(p11t_tool *t, const char *what, p11t_objinfo **objs,
+                         size_t *n_objs, p11t_keyinfo **gens, size_t *n_gens)
+{
+    int rc;
+
+    if ((rc = p11t_tool_load_config(t)) != P11T_TOOL_OK ||
+        (rc = p11t_tool_open_hsm(t)) != P11T_TOOL_OK ||
+        (rc = p11t_tool_scan(t, what, objs, n_objs, gens, n_gens)) !=
+            P11T_TOOL_OK)
+        return rc;
+    p11t_tool_sort_generations(*gens, *n_gens);
+    return P11T_TOOL_OK;
+}
+
 int p11t_tool_scan(p11t_tool *t, const char *what, p11t_objinfo **objs,
                    size_t *n_objs, p11t_keyinfo **gens, size_t *n_gens)
 {

@@ -301,6 +301,10 @@ void p11t_tool_format_dur(int64_t secs, char out[static P11T_TOOL_DUR_LEN]);
  */
 int p11t_tool_scan(p11t_tool *t, const char *what, p11t_objinfo **objs,
                    size_t *n_objs, p11t_keyinfo **gens, size_t *n_gens);
+/* What list and status start with: load the configuration, open the token,
+ * p11t_tool_scan() and sort the generations for display. */
+int p11t_tool_read_token(p11t_tool *t, const char *what, p11t_objinfo **objs,
+                         size_t *n_objs, p11t_keyinfo **gens, size_t *n_gens);
 /* "created NAME: STATE, encrypts FROM to UNTIL, decrypts until DU" tail:
  * "STATE, encrypts ... until DU" for the times at `now`. */
 void p11t_tool_describe(const p11t_times *tm, int64_t now, char *buf,
